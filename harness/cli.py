@@ -1,0 +1,111 @@
+"""The ``harness`` command.
+
+    harness run [hydra overrides...]      run an experiment (``-m`` for a sweep)
+    harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines]
+    harness demo                          the embedded demo (what `make demo` runs)
+    harness list                          registered models, datasets, methods, metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness import REPO_ROOT
+from harness.errors import HarnessError
+
+CONFIG_DIR = REPO_ROOT / "conf"
+USAGE = __doc__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``harness`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list}
+    handler = handlers.get(command)
+    if handler is None:
+        print(f"harness: unknown command {command!r}.\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return handler(rest) or 0
+    except HarnessError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(overrides: list[str]) -> int:
+    """``harness run``: compose the config with Hydra and run it (one job, or ``-m`` for a sweep)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.config import register_configs
+
+    register_configs()
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+    def task(cfg) -> float | None:
+        from harness.report.table import print_summary
+        from harness.run import run_experiment
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            outcome = run_experiment(cfg, run_dir, cwd=Path.cwd())
+        except HarnessError as error:
+            logging.getLogger("harness").error("%s", error)
+            print(f"harness: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        if cfg.print_summary:
+            print_summary(outcome.rows)
+        print(f"Results: {run_dir} (summary.csv, rows.parquet); "
+              f"{outcome.generated} sample(s) generated, {outcome.reused} reused from the cache.")
+        return None
+
+    saved_argv = sys.argv
+    sys.argv = ["harness", *overrides]
+    try:
+        task()
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def cmd_table(args: list[str]) -> int:
+    """``harness table``: one pivot over many runs, with published numbers beside ours."""
+    from harness.report.table import load_rows, render_table
+
+    parser = argparse.ArgumentParser(prog="harness table", description=cmd_table.__doc__)
+    parser.add_argument("paths", nargs="+", help="run directories, sweep directories or globs")
+    parser.add_argument("--format", choices=["markdown", "csv", "latex"], default="markdown")
+    parser.add_argument("--no-baselines", action="store_true", help="do not join published numbers")
+    parser.add_argument("--metrics", nargs="*", help="only these metrics")
+    parser.add_argument("--all-kinds", action="store_true", help="also cost metrics (seconds, memory)")
+    options = parser.parse_args(args)
+    rows = load_rows(options.paths, with_baselines=not options.no_baselines)
+    print(render_table(rows, fmt=options.format, metrics=options.metrics, include_cost=options.all_kinds))
+    return 0
+
+
+def cmd_demo(args: list[str]) -> int:
+    """``harness demo``: the embedded default experiments, then where their results are."""
+    from harness.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_list(args: list[str]) -> int:
+    """``harness list``: what can be named in a config."""
+    from harness.registry import BASELINES, DATASETS, METHODS, METRICS, MODELS
+
+    for registry in (MODELS, DATASETS, METHODS, METRICS, BASELINES):
+        print(f"{registry.kind}s: {', '.join(registry.names()) or '(none)'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Structured config schemas, registered in Hydra's ConfigStore.
+
+Every group option in ``conf/`` extends one of these dataclasses (``defaults: [<schema>]``), so
+a misspelt key or a value of the wrong type fails when the config is composed, with Hydra's
+message naming the key, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which diffusion pipeline to load and where it runs."""
+
+    name: str = MISSING  #: registry name: tiny_random, toy, sd15, sd2_base, sd21_base, sdxl_base
+    model_id: str | None = None  #: Hugging Face id looked up in the local cache (offline)
+    path: str | None = None  #: a local pipeline folder (save_pretrained layout); wins over model_id
+    device: str = "auto"  #: auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  #: auto | float32 | float16 | bfloat16
+    scheduler: str | None = None  #: None keeps the model folder's own scheduler; else ddim, dpm_solver, ...
+    weights_seed: int = 0  #: seed of the random weights (tiny_random only)
+    height: int | None = None  #: default image height (None: the model's native size)
+    width: int | None = None  #: default image width (None: the model's native size)
+    architecture: dict[str, Any] = field(default_factory=dict)  #: tiny_random architecture overrides
+
+
+@dataclass
+class DatasetConfig:
+    """A prompt set or image set."""
+
+    name: str = MISSING  #: registry name
+    path: str | None = None  #: input file or folder the builder reads (captions json, manifest, images)
+    split: str = "test"
+    size: int | None = None  #: number of samples to keep (None: all)
+    seed: int = 0  #: seed for sampling the set (not for generation)
+    params: dict[str, Any] = field(default_factory=dict)  #: builder-specific options
+
+
+@dataclass
+class GenerationConfig:
+    """How images are sampled; part of every sample's content address."""
+
+    steps: int = 30
+    guidance_scale: float = 7.5
+    height: int | None = None  #: None: the model's default
+    width: int | None = None
+    negative_prompt: str = ""
+    batch_size: int = 1
+
+
+@dataclass
+class MethodConfig:
+    """Base schema of every method; subclasses add the method's own hyperparameters."""
+
+    name: str = MISSING
+
+
+@dataclass
+class GenerateMethodConfig(MethodConfig):
+    """Plain text-to-image generation: the trivial method of the smoke experiment."""
+
+    name: str = "generate"
+
+
+@dataclass
+class StoreConfig:
+    """Where finished samples are cached (shared by all runs, keyed by content)."""
+
+    root: str = "results/cache"
+    verify: bool = True  #: check file checksums when a cached sample is reused
+
+
+@dataclass
+class RunConfig:
+    """The top-level schema of ``harness run``."""
+
+    experiment: str = "default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    #: metric name -> options; each metric validates its own options when built
+    metric: dict[str, Any] = field(default_factory=dict)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    #: reduced mode for tests and smoke checks: fewer samples and steps, same code path
+    smoke: bool = False
+    #: print the summary table at the end
+    print_summary: bool = True
+
+
+def register_configs() -> None:
+    """Register the schemas so ``conf/`` files can extend them.
+
+    Method and dataset schemas live in small torch-free modules under ``harness/schemas/``
+    (one per method); importing them here is what makes them known at compose time.
+    """
+    import harness.schemas
+
+    for module in pkgutil.iter_modules(harness.schemas.__path__):
+        importlib.import_module(f"harness.schemas.{module.name}")
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="method", name="method_schema", node=MethodConfig)
+    cs.store(group="method", name="generate_schema", node=GenerateMethodConfig)
+    for group, name, node in _EXTRA_SCHEMAS:
+        cs.store(group=group, name=name, node=node)
+
+
+#: Modules under harness/schemas append (group, name, dataclass) here when imported.
+_EXTRA_SCHEMAS: list[tuple[str, str, type]] = []
+
+
+def add_schema(group: str, name: str, node: type) -> type:
+    """Declare an extra schema (a method's hyperparameters, say) for :func:`register_configs`."""
+    _EXTRA_SCHEMAS.append((group, name, node))
+    return node

@@ -1,0 +1,1 @@
+"""Prompt-set and image-set builders."""

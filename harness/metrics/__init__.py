@@ -1,0 +1,1 @@
+"""Metrics: a functional core plus stateful classes that accumulate over samples."""

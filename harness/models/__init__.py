@@ -1,0 +1,1 @@
+"""Pipeline loading: local folders, the offline Hugging Face cache, and built-in small models."""

@@ -1,0 +1,225 @@
+"""Load a diffusers pipeline from ``model=<name>``: built in, a local folder, or the offline cache.
+
+Nothing is ever downloaded: real weights come from ``model.path`` (a folder written by
+``save_pretrained``) or from the Hugging Face cache with ``local_files_only=True``. When they
+are missing, one :class:`MissingWeightsError` names the model, every place looked in, and how
+to provide the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import REPO_ROOT
+from harness.errors import ConfigError, MissingWeightsError
+from harness.registry import MODELS
+
+log = logging.getLogger(__name__)
+
+# Never reach for the network at run time, whatever the caller's environment says.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A real model the harness knows by name."""
+
+    model_id: str
+    pipeline_class: str = "StableDiffusionPipeline"
+    height: int = 512
+    width: int = 512
+    local_dir: str | None = None  #: shipped with the repo (relative to its root)
+
+
+KNOWN_MODELS: dict[str, ModelSpec] = {
+    "sd15": ModelSpec("stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "sd2_base": ModelSpec("stabilityai/stable-diffusion-2-base"),
+    "sd21_base": ModelSpec("stabilityai/stable-diffusion-2-1-base"),
+    "sdxl_base": ModelSpec("stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline", 1024, 1024),
+    "toy": ModelSpec("harness/toy", local_dir="weights/toy", height=32, width=32),
+}
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "dpm_solver": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline with what identifies it (for content addresses and result rows)."""
+
+    name: str
+    pipeline: Any
+    fingerprint: str
+    device: torch.device
+    dtype: torch.dtype
+    default_height: int
+    default_width: int
+
+    def identity(self) -> dict[str, Any]:
+        scheduler = type(self.pipeline.scheduler).__name__
+        return {"model": self.name, "fingerprint": self.fingerprint, "scheduler": scheduler, "dtype": str(self.dtype)}
+
+
+def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """CUDA with float16 when available, else CPU with float32; either may be overridden."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device={device} was asked for, but CUDA is not available here. Use model.device=cpu.")
+    if dtype == "auto":
+        torch_dtype = torch.float16 if resolved.type == "cuda" else torch.float32
+    else:
+        try:
+            torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        except KeyError:
+            raise ConfigError(f"model.dtype={dtype!r} is not one of auto, float32, float16, bfloat16") from None
+    return resolved, torch_dtype
+
+
+def load_model(model_cfg: Any) -> LoadedModel:
+    """Load the pipeline described by a :class:`harness.config.ModelConfig`."""
+    loader = MODELS.get(model_cfg.name)
+    return loader(model_cfg)
+
+
+def load_tiny_random(model_cfg: Any) -> LoadedModel:
+    """``model=tiny_random``: built from config with seeded random weights."""
+    from harness.models.tiny import build_tiny_random, tiny_fingerprint
+
+    architecture = dict(model_cfg.architecture or {})
+    try:
+        pipeline = build_tiny_random(architecture, model_cfg.weights_seed)
+    except ValueError as error:
+        raise ConfigError(f"model.architecture: {error}") from None
+    device, dtype = resolve_device(model_cfg.device, model_cfg.dtype)
+    pipeline = _finish(pipeline, model_cfg, device, dtype)
+    fingerprint = "tiny_random-" + tiny_fingerprint(architecture, model_cfg.weights_seed)
+    return LoadedModel("tiny_random", pipeline, fingerprint, device, dtype, model_cfg.height or 32, model_cfg.width or 32)
+
+
+def load_pretrained(model_cfg: Any) -> LoadedModel:
+    """A known real model (``sd15``, ``sd2_base``, ``toy``, ...) from a folder or the offline cache."""
+    import diffusers
+
+    spec = KNOWN_MODELS.get(model_cfg.name)
+    if spec is None:  # a registered name without a spec: only model.path can say where it is
+        spec = ModelSpec(model_cfg.model_id or model_cfg.name, "DiffusionPipeline")
+    model_id = model_cfg.model_id or spec.model_id
+    pipeline_class = getattr(diffusers, spec.pipeline_class)
+    device, dtype = resolve_device(model_cfg.device, model_cfg.dtype)
+    tried: list[str] = []
+    source: str | None = None
+    candidates: list[Path] = []
+    if model_cfg.path:
+        candidates.append(Path(model_cfg.path).expanduser())
+    elif spec.local_dir:
+        candidates.append(REPO_ROOT / spec.local_dir)
+    pipeline = None
+    for folder in candidates:
+        tried.append(str(folder))
+        if (folder / "model_index.json").is_file():
+            pipeline = _from_pretrained(pipeline_class, str(folder), dtype, model_cfg.name)
+            source = str(folder)
+            break
+    if pipeline is None and not model_cfg.path and not spec.local_dir:
+        cache = _hub_cache_dir()
+        tried.append(f"Hugging Face cache {cache} (model id {model_id}, local_files_only=True)")
+        try:
+            pipeline = _from_pretrained(pipeline_class, model_id, dtype, model_cfg.name)
+            source = f"hf-cache:{model_id}"
+        except MissingWeightsError:
+            pipeline = None
+    if pipeline is None:
+        raise MissingWeightsError(_missing_message(model_cfg.name, model_id, tried, spec))
+    pipeline = _finish(pipeline, model_cfg, device, dtype)
+    fingerprint = f"{model_cfg.name}-{_folder_fingerprint(source)}"
+    height = model_cfg.height or spec.height
+    width = model_cfg.width or spec.width
+    return LoadedModel(model_cfg.name, pipeline, fingerprint, device, dtype, height, width)
+
+
+def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name: str) -> Any:
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    if "StableDiffusionPipeline" == pipeline_class.__name__:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        return pipeline_class.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise MissingWeightsError(
+            f"The pipeline folder {folder} for model {name!r} exists but could not be loaded: {error}. "
+            "It must be a complete folder written by save_pretrained (model_index.json and every "
+            "component's weights in safetensors)."
+        ) from None
+
+
+def _hub_cache_dir() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - huggingface_hub ships with diffusers
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _missing_message(name: str, model_id: str, tried: list[str], spec: ModelSpec) -> str:
+    places = "\n".join(f"  - {place}" for place in tried)
+    if spec.local_dir:
+        how = f"Restore the shipped folder {spec.local_dir} (git checkout -- {spec.local_dir}) or retrain it with `make toy-model`."
+    else:
+        how = (
+            f"Provide the weights in one of two ways: (1) on a machine with network access run "
+            f"`huggingface-cli download {model_id}` and copy its cache folder here (HF_HUB_CACHE), or "
+            f"(2) save the pipeline with `{spec.pipeline_class}.from_pretrained('{model_id}').save_pretrained(DIR)` "
+            f"and run with model.path=DIR."
+        )
+    return f"Weights for model {name!r} ({model_id}) were not found. Looked in:\n{places}\n{how}"
+
+
+def _folder_fingerprint(source: str | None) -> str:
+    """Cheap identity of a weights folder: file names and sizes (hashing GBs would be slow)."""
+    if source is None or source.startswith("hf-cache:"):
+        return hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    entries = []
+    for path in sorted(Path(source).rglob("*")):
+        if path.is_file():
+            entries.append((str(path.relative_to(source)), path.stat().st_size))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def _finish(pipeline: Any, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if model_cfg.scheduler:
+        pipeline.scheduler = make_scheduler(model_cfg.scheduler, pipeline.scheduler.config)
+    pipeline = pipeline.to(device)
+    if pipeline.unet.dtype != dtype:  # folders load in their own dtype; cast only when asked to
+        pipeline = pipeline.to(dtype=dtype)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """A scheduler by short name (``ddim``, ``dpm_solver``, ...) or diffusers class name, from ``config``."""
+    import diffusers
+
+    class_name = SCHEDULERS.get(name, name)
+    scheduler_class = getattr(diffusers, class_name, None)
+    if scheduler_class is None or not class_name.endswith("Scheduler"):
+        known = ", ".join(sorted(SCHEDULERS))
+        raise ConfigError(f"Unknown scheduler {name!r}. Known: {known} (or any diffusers *Scheduler class name).")
+    return scheduler_class.from_config(config)
+

@@ -1,0 +1,111 @@
+"""One small registry type for models, datasets, methods, metrics and baselines.
+
+Entries are registered either as objects or as lazy ``"module:attr"`` strings, so that
+importing the harness does not import torch, diffusers or spaCy until a run needs them.
+Duplicate names are refused; an unknown name is answered with the known ones and the closest
+matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from harness.errors import HarnessError
+
+T = TypeVar("T")
+
+
+class UnknownNameError(HarnessError, KeyError):
+    """A name that is not registered. Its message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """A named collection of lazily imported entries.
+
+    >>> METHODS = Registry("method")
+    >>> METHODS.register("daam", "harness.methods.daam:DAAM")
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, str | T] = {}
+
+    def register(self, name: str, target: str | T | None = None) -> Callable[[T], T] | T:
+        """Register ``target`` under ``name``; used bare it is a decorator.
+
+        ``target`` may be an object or a ``"package.module:attribute"`` string, imported on
+        first use.
+        """
+        if target is None:
+            def decorator(obj: T) -> T:
+                self.register(name, obj)
+                return obj
+
+            return decorator
+        if name in self._entries:
+            existing = self._entries[name]
+            # Re-registering the very same lazy target (module reloads) is harmless.
+            if existing == target or (not isinstance(existing, str) and _qualname(existing) == _qualname(target)):
+                return target
+            raise ValueError(f"{self.kind} {name!r} is already registered (to {_describe(existing)})")
+        self._entries[name] = target
+        return target
+
+    def get(self, name: str) -> T:
+        """Return the entry for ``name``, importing it on first use."""
+        if name not in self._entries:
+            raise UnknownNameError(self._unknown_message(name))
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module_name, _, attribute = entry.partition(":")
+            module = importlib.import_module(module_name)
+            entry = getattr(module, attribute)
+            self._entries[name] = entry
+        return entry
+
+    def _unknown_message(self, name: str) -> str:
+        known = sorted(self._entries)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"Unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known) or '(none)'}."
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _describe(entry: Any) -> str:
+    return entry if isinstance(entry, str) else _qualname(entry)
+
+
+MODELS: Registry = Registry("model")
+DATASETS: Registry = Registry("dataset")
+METHODS: Registry = Registry("method")
+METRICS: Registry = Registry("metric")
+BASELINES: Registry = Registry("baseline")
+
+# The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
+MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
+for _name in ("toy", "sd15", "sd2_base", "sd21_base", "sdxl_base"):
+    MODELS.register(_name, "harness.models.loader:load_pretrained")
+DATASETS.register("smoke_prompts", "harness.data.prompts:build_smoke_prompts")
+DATASETS.register("prompt_manifest", "harness.data.prompts:load_prompt_manifest")
+METHODS.register("generate", "harness.methods.generate:Generate")
+METRICS.register("mean_intensity", "harness.metrics.image_stats:MeanIntensity")
+METRICS.register("seconds_per_image", "harness.metrics.cost:SecondsPerImage")

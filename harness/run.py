@@ -1,0 +1,154 @@
+"""One experiment run, as a straight line:
+
+    config -> prompt set -> model -> method -> cached samples -> metrics -> tidy rows
+
+Samples are generated (or taken from the cache) first and evaluated afterwards, so a failure
+while scoring never costs a generated sample, and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from harness.data.prompts import PromptSet, validate_prompt_set
+from harness.errors import HarnessError
+from harness.methods.base import GenerationSettings, Method, generation_seed
+from harness.metrics.base import build_metrics
+from harness.registry import DATASETS, METHODS
+from harness.store.rows import build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
+from harness.store.samples import Sample, SampleStore, content_key
+
+log = logging.getLogger("harness.run")
+
+#: In smoke mode every experiment runs on at most this many records with at most this many steps.
+SMOKE_RECORDS = 2
+SMOKE_STEPS = 2
+
+
+@dataclass
+class RunOutcome:
+    rows: pd.DataFrame
+    run_dir: Path
+    generated: int
+    reused: int
+
+
+def resolve_path(path: str | Path, base: Path | None = None) -> Path:
+    """Relative paths in configs are relative to where the command was started."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or base is None else base / path
+
+
+def build_prompt_set(cfg: DictConfig) -> PromptSet:
+    builder = DATASETS.get(cfg.dataset.name)
+    prompt_set = builder(cfg.dataset)
+    if cfg.smoke:
+        prompt_set = prompt_set.head(min(len(prompt_set), SMOKE_RECORDS))
+    return validate_prompt_set(prompt_set, f"dataset={cfg.dataset.name}")
+
+
+def generation_settings(cfg: DictConfig, model: Any) -> GenerationSettings:
+    gen = cfg.generation
+    steps = min(gen.steps, SMOKE_STEPS) if cfg.smoke else gen.steps
+    return GenerationSettings(
+        steps=int(steps),
+        guidance_scale=float(gen.guidance_scale),
+        height=int(gen.height or model.default_height),
+        width=int(gen.width or model.default_width),
+        negative_prompt=str(gen.negative_prompt),
+        batch_size=max(1, int(gen.batch_size)),
+    )
+
+
+def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None) -> RunOutcome:
+    """Run ``cfg`` and write ``rows.parquet`` and ``summary.csv`` into ``run_dir``."""
+    from harness.models.loader import load_model
+
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HarnessError(f"The output directory {run_dir} cannot be created ({error.strerror}); "
+                           "choose another with hydra.run.dir=DIR.") from None
+    store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
+    store.clean_staging()
+
+    prompt_set = build_prompt_set(cfg)
+    prompt_set.save(run_dir / "prompts.json")
+    method_class = METHODS.get(cfg.method.name)
+    model = load_model(cfg.model)
+    settings = generation_settings(cfg, model)
+    method: Method = method_class(cfg.method, model, settings)
+    if cfg.smoke and hasattr(method, "reduce_for_smoke"):
+        method.reduce_for_smoke()
+    metrics = build_metrics(OmegaConf.to_container(cfg.metric, resolve=True))
+
+    samples, generated, reused = generate_all(method, prompt_set, cfg.seed, settings.batch_size, store)
+
+    per_sample: list[dict[str, Any]] = []
+    for record in tqdm(prompt_set.records, desc="evaluate", unit="sample", leave=False):
+        sample = samples[record.id]
+        for metric in metrics:
+            values = metric.process(record, sample) or {}
+            for name, value in values.items():
+                per_sample.append({"sample_id": record.id, "metric": name, "value": value, "kind": metric.kind})
+    aggregates = [result for metric in metrics for result in metric.compute()]
+
+    identity = {
+        "experiment": cfg.experiment,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "split": cfg.dataset.split,
+        "method": cfg.method.name,
+        "seed": int(cfg.seed),
+    }
+    hparams = flatten_hparams({**method.params(), **settings.as_key(), "scheduler": cfg.model.scheduler or "default"})
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("store", None)
+    container.pop("print_summary", None)
+    provenance = {"git_sha": git_sha(), "config_hash": config_hash(container),
+                  "versions": library_versions(), "run_dir": str(run_dir)}
+    rows = build_rows(identity, hparams, provenance, aggregates, per_sample)
+    rows_path, summary_path = write_rows(rows, run_dir)
+    log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
+    log.info("rows: %s; summary: %s", rows_path, summary_path)
+    return RunOutcome(rows, run_dir, generated, reused)
+
+
+def generate_all(method: Method, prompt_set: PromptSet, run_seed: int, batch_size: int,
+                 store: SampleStore) -> tuple[dict[str, Sample], int, int]:
+    """Every record's sample: from the store when finished before, else generated and stored."""
+    samples: dict[str, Sample] = {}
+    pending = []
+    for record in prompt_set.records:
+        seed = generation_seed(run_seed, record.seed)
+        spec = method.sample_spec(record, seed)
+        key = content_key(spec)
+        cached = store.get(key)
+        if cached is not None:
+            samples[record.id] = cached
+        else:
+            pending.append((record, seed, key, spec))
+    reused = len(samples)
+    progress = tqdm(total=len(prompt_set), initial=reused, desc=f"generate ({method.name})", unit="sample")
+    with progress:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            began = time.perf_counter()
+            outputs = method.run_batch([item[0] for item in batch], [item[1] for item in batch])
+            elapsed = time.perf_counter() - began
+            for (record, _seed, key, spec), sample in zip(batch, outputs, strict=True):
+                sample.meta.setdefault("seconds", elapsed / len(batch))
+                sample.meta.setdefault("record_id", record.id)
+                store.put(key, sample, spec)
+                samples[record.id] = sample
+            progress.update(len(batch))
+    return samples, len(pending), reused

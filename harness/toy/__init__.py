@@ -1,0 +1,1 @@
+"""The toy world: a synthetic scene world with exact masks and a small text-to-image model."""
