@@ -90,9 +90,16 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     #: metric name -> options; each metric validates its own options when built
     metric: dict[str, Any] = field(default_factory=dict)
+    #: baseline name -> options: predictors scored on the same samples with the same metrics
+    baseline: dict[str, Any] = field(default_factory=dict)
+    #: save per-sample figures (overlays, segmentations) when the method offers them
+    figures: bool = True
     store: StoreConfig = field(default_factory=StoreConfig)
     #: reduced mode for tests and smoke checks: fewer samples and steps, same code path
     smoke: bool = False
+    #: overrides that turn this experiment into its smoke version on this machine (e.g. a
+    #: tiny stand-in for real weights); applied by the experiment smoke test and `harness smoke`
+    smoke_overrides: list[str] = field(default_factory=list)
     #: print the summary table at the end
     print_summary: bool = True
 

@@ -18,6 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from harness.baselines.base import Baseline, build_baselines
 from harness.data.prompts import PromptSet, validate_prompt_set
 from harness.errors import HarnessError
 from harness.methods.base import GenerationSettings, Method, generation_seed
@@ -89,19 +90,21 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     method: Method = method_class(cfg.method, model, settings)
     if cfg.smoke and hasattr(method, "reduce_for_smoke"):
         method.reduce_for_smoke()
-    metrics = build_metrics(OmegaConf.to_container(cfg.metric, resolve=True))
+    # Metrics and baselines are built before generating so a bad option or missing weight
+    # file stops the run at once, not after the samples.
+    metric_cfg = OmegaConf.to_container(cfg.metric, resolve=True)
+    build_metrics(metric_cfg)
+    baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), model)
 
-    samples, generated, reused = generate_all(method, prompt_set, cfg.seed, settings.batch_size, store)
+    samples, keys, generated, reused = generate_all(method, prompt_set, cfg.seed, settings.batch_size, store)
+    if cfg.figures and hasattr(method, "save_figures"):
+        method.save_figures(run_dir, prompt_set.records, samples)
 
-    per_sample: list[dict[str, Any]] = []
-    for record in tqdm(prompt_set.records, desc="evaluate", unit="sample", leave=False):
-        sample = samples[record.id]
-        for metric in metrics:
-            values = metric.process(record, sample) or {}
-            for name, value in values.items():
-                per_sample.append({"sample_id": record.id, "metric": name, "value": value, "kind": metric.kind})
-    aggregates = [result for metric in metrics for result in metric.compute()]
-
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("store", "print_summary", "figures", "smoke_overrides"):
+        container.pop(key, None)
+    provenance = {"git_sha": git_sha(), "config_hash": config_hash(container),
+                  "versions": library_versions(), "run_dir": str(run_dir)}
     identity = {
         "experiment": cfg.experiment,
         "model": cfg.model.name,
@@ -110,28 +113,67 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
         "method": cfg.method.name,
         "seed": int(cfg.seed),
     }
-    hparams = flatten_hparams({**method.params(), **settings.as_key(), "scheduler": cfg.model.scheduler or "default"})
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("store", None)
-    container.pop("print_summary", None)
-    provenance = {"git_sha": git_sha(), "config_hash": config_hash(container),
-                  "versions": library_versions(), "run_dir": str(run_dir)}
-    rows = build_rows(identity, hparams, provenance, aggregates, per_sample)
+    generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
+    frames = [evaluate(prompt_set, samples, build_metrics(metric_cfg), identity,
+                       flatten_hparams({**method.params(), **generation_hp}), provenance)]
+    for baseline in baselines:
+        predictions = predict_all(baseline, prompt_set, samples, keys, store)
+        frames.append(evaluate(prompt_set, predictions, build_metrics(metric_cfg),
+                               {**identity, "method": baseline.name},
+                               flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+    rows = pd.concat(frames, ignore_index=True)
     rows_path, summary_path = write_rows(rows, run_dir)
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
     log.info("rows: %s; summary: %s", rows_path, summary_path)
     return RunOutcome(rows, run_dir, generated, reused)
 
 
+def evaluate(prompt_set: PromptSet, samples: dict[str, Sample], metrics: list, identity: dict[str, Any],
+             hparams: dict[str, Any], provenance: dict[str, Any]) -> pd.DataFrame:
+    """Score one predictor's samples with every metric; its rows."""
+    per_sample: list[dict[str, Any]] = []
+    for record in tqdm(prompt_set.records, desc=f"evaluate ({identity['method']})", unit="sample", leave=False):
+        sample = samples[record.id]
+        for metric in metrics:
+            values = metric.process(record, sample) or {}
+            if isinstance(values, dict):
+                values = [{"metric": name, "value": value} for name, value in values.items()]
+            for item in values:
+                per_sample.append({"sample_id": record.id, "kind": metric.kind, **item})
+    aggregates = [result for metric in metrics for result in metric.compute()]
+    return build_rows(identity, hparams, provenance, aggregates, per_sample)
+
+
+def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: dict[str, Sample], keys: dict[str, str],
+                store: SampleStore) -> dict[str, Sample]:
+    """A baseline's prediction for every sample, cached under the sample's key + the baseline's."""
+    predictions: dict[str, Sample] = {}
+    for record in tqdm(prompt_set.records, desc=f"baseline ({baseline.name})", unit="sample"):
+        spec = {"baseline": baseline.name, "version": baseline.version, "params": baseline.params(),
+                "of": keys[record.id]}
+        key = content_key(spec)
+        prediction = store.get(key)
+        if prediction is None:
+            began = time.perf_counter()
+            prediction = baseline.predict(record, samples[record.id])
+            prediction.meta.setdefault("seconds", time.perf_counter() - began)
+            store.put(key, prediction, spec)
+        predictions[record.id] = prediction
+    return predictions
+
+
 def generate_all(method: Method, prompt_set: PromptSet, run_seed: int, batch_size: int,
-                 store: SampleStore) -> tuple[dict[str, Sample], int, int]:
-    """Every record's sample: from the store when finished before, else generated and stored."""
+                 store: SampleStore) -> tuple[dict[str, Sample], dict[str, str], int, int]:
+    """Every record's sample (from the store when finished before, else generated and stored),
+    its content key, and how many were generated and reused."""
     samples: dict[str, Sample] = {}
+    keys: dict[str, str] = {}
     pending = []
     for record in prompt_set.records:
         seed = generation_seed(run_seed, record.seed)
         spec = method.sample_spec(record, seed)
         key = content_key(spec)
+        keys[record.id] = key
         cached = store.get(key)
         if cached is not None:
             samples[record.id] = cached
@@ -151,4 +193,4 @@ def generate_all(method: Method, prompt_set: PromptSet, run_seed: int, batch_siz
                 store.put(key, sample, spec)
                 samples[record.id] = sample
             progress.update(len(batch))
-    return samples, len(pending), reused
+    return samples, keys, len(pending), reused

@@ -25,7 +25,7 @@ IDENTITY_COLUMNS = ["experiment", "model", "dataset", "split", "method", "seed"]
 RESULT_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]
 #: level: "aggregate" (one per run and metric) or "sample" (one per sample and metric);
 #: kind: "quality" (deterministic given the config) or "cost" (time, memory: machine-dependent).
-ROW_COLUMNS = [*IDENTITY_COLUMNS, "level", "sample_id", *RESULT_COLUMNS, "kind", "definition", "source"]
+ROW_COLUMNS = [*IDENTITY_COLUMNS, "level", "sample_id", "item", *RESULT_COLUMNS, "kind", "definition", "source"]
 PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
@@ -103,11 +103,12 @@ def build_rows(
 ) -> pd.DataFrame:
     """Assemble the run's rows.
 
-    ``per_sample`` items are ``{"sample_id", "metric", "value", "kind"?}``.
+    ``per_sample`` items are ``{"sample_id", "metric", "value", "item"?, "kind"?, "extra"?}``
+    (``item``: what inside the sample was scored, e.g. a noun).
     """
     records = []
     for result in aggregates:
-        row = {**identity, "level": "aggregate", "sample_id": None,
+        row = {**identity, "level": "aggregate", "sample_id": None, "item": None,
                "metric": result.metric, "value": float(result.value),
                "ci_low": _float_or_none(result.ci_low), "ci_high": _float_or_none(result.ci_high),
                "n": int(result.n), "kind": result.kind, "definition": result.definition,
@@ -116,7 +117,7 @@ def build_rows(
         row.update(result.extra)
         records.append(row)
     for item in per_sample:
-        row = {**identity, "level": "sample", "sample_id": str(item["sample_id"]),
+        row = {**identity, "level": "sample", "sample_id": str(item["sample_id"]), "item": item.get("item"),
                "metric": item["metric"], "value": float(item["value"]),
                "ci_low": None, "ci_high": None, "n": 1, "kind": item.get("kind", "quality"),
                "definition": "", "source": "harness"}
