@@ -2,22 +2,60 @@
 
 Small models (``tiny_random``, the toy world) need a tokenizer that behaves like Stable
 Diffusion's (CLIP's byte-level BPE with ``</w>`` word ends, start/end tokens, padding to a
-fixed length) without downloading CLIP's 49k-token vocabulary. We train CLIP's own BPE model
-type on the given words with the ``tokenizers`` library, so every listed word is one token and
-any other text still tokenizes (into characters) instead of failing.
+fixed length) without downloading CLIP's 49k-token vocabulary. We learn BPE merges on the given
+words so every listed word is one token, and keep every byte (also as a word end) so any other
+text still tokenizes, into characters, instead of failing.
+
+The merges are learned here by the classic BPE procedure rather than with the ``tokenizers``
+trainer because that trainer breaks count ties differently from one call to the next, which
+would give the same words different token ids in every build.
 """
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers
 from transformers import CLIPTokenizer
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
+END = "</w>"
+
+
+def learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges that turn each word into one ``word</w>`` symbol, deterministically.
+
+    Each step merges the most frequent adjacent pair (ties: the lexicographically smallest),
+    as in Sennrich et al.'s BPE; applying the merges in order re-creates every word whole.
+    """
+    segmented = [tuple(word[:-1]) + (word[-1] + END,) for word in words]
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: Counter = Counter()
+        for symbols in segmented:
+            counts.update(zip(symbols, symbols[1:]))
+        if not counts:
+            return merges
+        best_count = max(counts.values())
+        pair = min(p for p, c in counts.items() if c == best_count)
+        merges.append(pair)
+        segmented = [_merge(symbols, pair) for symbols in segmented]
+
+
+def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out: list[str] = []
+    index = 0
+    while index < len(symbols):
+        if index + 1 < len(symbols) and (symbols[index], symbols[index + 1]) == pair:
+            out.append(symbols[index] + symbols[index + 1])
+            index += 2
+        else:
+            out.append(symbols[index])
+            index += 1
+    return tuple(out)
 
 
 def build_clip_tokenizer(
@@ -28,33 +66,21 @@ def build_clip_tokenizer(
 ) -> CLIPTokenizer:
     """Return a :class:`~transformers.CLIPTokenizer` whose vocabulary holds each of ``words``.
 
-    Words are lower-cased as CLIP does. The tokenizer is saved to ``out_dir`` when given
-    (``CLIPTokenizer.from_pretrained(out_dir)`` loads it back). Deterministic: the same words
-    give the same ids.
+    Words are lower-cased as CLIP does and must be plain ASCII letters. The tokenizer is saved
+    to ``out_dir`` when given (``CLIPTokenizer.from_pretrained(out_dir)`` loads it back). The
+    same words always give the same ids.
     """
     unique_words = sorted({w.strip().lower() for w in words if w.strip()})
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    backend = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    # Enough merges to make every word a single token: at most len(word)-1 merges per word.
-    budget = 2 + 2 * len(alphabet) + sum(len(w) for w in unique_words)
-    trainer = trainers.BpeTrainer(
-        vocab_size=budget,
-        min_frequency=1,
-        special_tokens=[BOS, EOS],
-        initial_alphabet=sorted(alphabet),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    backend.train_from_iterator(unique_words, trainer=trainer)
-    trained = json.loads(backend.to_str())["model"]
-    vocab: dict[str, int] = dict(trained["vocab"])
-    # Every byte also as a word end, so unseen words fall back to characters (as in CLIP).
-    for char in sorted(alphabet):
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(f"{char}</w>", len(vocab))
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    bad = [w for w in unique_words if not (w.isascii() and w.isalpha())]
+    if bad:
+        raise ValueError(f"vocabulary words must be ASCII letters only; got {bad}")
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {BOS: 0, EOS: 1}
+    for token in alphabet + [c + END for c in alphabet]:
+        vocab.setdefault(token, len(vocab))
+    merges = learn_merges(unique_words)
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
     if out_dir is not None:
         tokenizer.save_pretrained(str(out_dir))

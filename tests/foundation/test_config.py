@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ValidationError
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "experiment").glob("*.yaml"))
+
+
+def test_default_config_composes_with_schema_types(compose):
+    cfg = compose([])
+    assert cfg.model.name == "tiny_random"
+    assert cfg.method.name == "generate"
+    assert isinstance(cfg.seed, int)
+    assert cfg.generation.steps == 30
+
+
+def test_experiment_overrides_the_defaults(compose):
+    cfg = compose(["experiment=smoke"])
+    assert cfg.experiment == "smoke"
+    assert cfg.generation.steps == 4
+
+
+def test_wrong_type_fails_at_compose_time(compose):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as caught:
+        compose(["seed=abc"])
+    assert "seed" in str(caught.value) or "seed" in str(caught.value.__cause__)
+
+
+def test_misspelt_key_fails_at_compose_time(compose):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as caught:
+        compose(["generation.stepz=3"])
+    assert "stepz" in str(caught.value) or "stepz" in str(caught.value.__cause__)
+
+
+def test_wrong_type_in_a_group_schema_fails(compose):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose(["generation.guidance_scale=strong"])
+
+
+def test_unknown_group_option_lists_available_options(compose):
+    with pytest.raises(MissingConfigException) as caught:
+        compose(["model=not_a_model"])
+    assert "tiny_random" in str(caught.value)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(compose, experiment):
+    cfg = compose([f"experiment={experiment}"])
+    assert cfg.experiment == experiment, "an experiment file must set its own name"
