@@ -4,6 +4,9 @@
     harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines]
     harness demo                          the embedded demo (what `make demo` runs)
     harness list                          registered models, datasets, methods, metrics
+    harness daam "<prompt>" [key=value...] per-word DAAM heat maps for one prompt
+    harness build-prompts ...             build a prompt-set manifest (COCO-Gen, Unreal-Gen, ...)
+    harness toy train [...]               train (or resume) the toy-world model
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list}
+    handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list,
+                "daam": _delegate("harness.daam_cli"), "build-prompts": _delegate("harness.data.build_cli"),
+                "toy": cmd_toy}
     handler = handlers.get(command)
     if handler is None:
         print(f"harness: unknown command {command!r}.\n{USAGE}", file=sys.stderr)
@@ -96,6 +101,25 @@ def cmd_demo(args: list[str]) -> int:
     from harness.demo import run_demo
 
     return run_demo(args)
+
+
+def _delegate(module_name: str):
+    """A subcommand implemented by ``main(argv) -> int`` in another module (imported on use)."""
+
+    def handler(args: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(module_name).main(args)
+
+    return handler
+
+
+def cmd_toy(args: list[str]) -> int:
+    """``harness toy train [...]``: the toy world's own commands."""
+    if not args or args[0] not in ("train",):
+        print("usage: harness toy train [options]  (see `harness toy train --help`)", file=sys.stderr)
+        return 2
+    return _delegate("harness.toy.train")(args[1:])
 
 
 def cmd_list(args: list[str]) -> int:
