@@ -160,7 +160,7 @@ def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         return pipeline_class.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         raise MissingWeightsError(
             f"The pipeline folder {folder} for model {name!r} exists but could not be loaded: {error}. "
             "It must be a complete folder written by save_pretrained (model_index.json and every "

@@ -57,7 +57,8 @@ def test_same_config_gives_identical_rows_and_rerun_reuses_samples(compose, tmp_
 def test_different_seed_changes_images(compose, store_root, tmp_path):
     zero = run_experiment(smoke_cfg(compose, store_root, "seed=0"), tmp_path / "s0")
     one = run_experiment(smoke_cfg(compose, store_root, "seed=1"), tmp_path / "s1")
-    values = lambda o: o.rows.query("level == 'sample' and metric == 'mean_intensity'")["value"].to_numpy()
+    def values(o):
+        return o.rows.query("level == 'sample' and metric == 'mean_intensity'")["value"].to_numpy()
     assert not np.allclose(values(zero), values(one))
 
 
