@@ -20,3 +20,7 @@ class DataError(HarnessError):
 
 class ConfigError(HarnessError):
     """A configuration value is invalid in a way the schema cannot express."""
+
+
+class BaselineUnavailableError(HarnessError):
+    """An optional baseline whose dependency is not installed; a run leaves it out with a note."""

@@ -9,12 +9,15 @@ the ``method`` column.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any, ClassVar
 
 from harness.data.prompts import PromptRecord
-from harness.errors import ConfigError
+from harness.errors import BaselineUnavailableError, ConfigError
 from harness.registry import BASELINES
 from harness.store.samples import Sample
+
+log = logging.getLogger(__name__)
 
 
 class Baseline:
@@ -47,5 +50,9 @@ def build_baselines(baseline_cfg: dict[str, Any] | None, model: Any) -> list[Bas
             accepted = [p for p in inspect.signature(baseline_class).parameters
                         if p not in ("self", "model", "args", "kwargs", "options")]
             raise ConfigError(f"baseline.{name} got options {sorted(options)}; it accepts {accepted or 'none'}.") from None
-        baselines.append(baseline_class(model, **options))
+        try:
+            baselines.append(baseline_class(model, **options))
+        except BaselineUnavailableError as error:
+            # Optional baselines (e.g. detectron2's) are left out, not fatal: the rest still runs.
+            log.warning("baseline %s skipped: %s", name, error)
     return baselines

@@ -6,6 +6,8 @@ COCO-Gen: captions drawn from ``captions_val2014.json`` (COCO captions format: `
 and scores. Unreal-Gen: the same captions with every noun swapped for a noun of a fixed
 vocabulary (``unreal_vocabulary.json``), keeping every other token verbatim (whitespace and
 punctuation included; the reference script rebuilt prompts from the swapped tokens only).
+Articles are other tokens too, so they are kept as written ("a octopus" can occur); compound
+nouns ("fire hydrant") have each noun token swapped.
 
 Sampling (deterministic given ``seed`` and the file, whatever the file's order):
 captions are sorted by caption id; ``numpy.random.default_rng(seed)`` permutes them; the
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import REPO_ROOT
 from harness.data.prompts import PromptRecord, PromptSet, validate_prompt_set
 from harness.errors import DataError, HarnessError
 
@@ -77,8 +80,8 @@ def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file, or raise one DataError naming the file and the problem."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"The {what} {path} does not exist (looked for it relative to {Path.cwd()}). "
-                        "Point dataset.path (or --captions) at it.")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(f"The {what} {path} does not exist{where}. Point dataset.path (or --captions) at it.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -395,6 +398,8 @@ def _build(dataset_cfg: Any, name: str) -> PromptSet:
         raise DataError(f"dataset={name} needs dataset.path: the COCO captions file (captions_val2014.json), "
                         f"a manifest written by `harness build-prompts {name}`, or a DAAM release folder.")
     path = Path(dataset_cfg.path).expanduser()
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path  # files shipped with the repository (datasets/...), from any cwd
     if path.is_dir():
         prompt_set = build_from_release(path, name)
     else:

@@ -271,6 +271,16 @@ def resolve_ground_truth(spec: Any = None) -> GroundTruth:
     return spec
 
 
+def noun_lemmas(record: PromptRecord) -> dict[str, str]:
+    """noun -> lemma from ``meta["nouns"]``/``meta["noun_lemmas"]`` (empty when they do not align:
+    both lists hold unique words, so two nouns with one lemma make them differ in length)."""
+    meta = record.meta if isinstance(record.meta, dict) else {}
+    nouns, lemmas = meta.get("nouns") or [], meta.get("noun_lemmas") or []
+    if len(nouns) != len(lemmas):
+        return {}
+    return {str(noun).lower(): str(lemma).lower() for noun, lemma in zip(nouns, lemmas, strict=True)}
+
+
 def lookup(masks: dict[str, np.ndarray], word: str, lemma: str | None = None) -> np.ndarray | None:
     """The mask of ``word`` (case-insensitive), else of its ``lemma``; None when absent or empty."""
     for key in (word.lower(), (lemma or "").lower()):
