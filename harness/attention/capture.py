@@ -167,8 +167,8 @@ class AttentionTracer:
 
     Args:
         model: a diffusers pipeline or UNet.
-        layers: fnmatch patterns over cross-attention module names (default: down and up blocks);
-            ``None`` in a list position is not allowed; use ``["*"]`` for every layer.
+        layers: fnmatch patterns over cross-attention module names (default: down and up blocks;
+            ``None`` or ``["*"]``: every cross-attention layer, mid block included).
         exclude_layers: patterns removed from the selection.
         factors: keep only maps whose size is latent size / factor (e.g. ``[1, 2, 4]``); None: any.
         exclude_factors: drop maps of these factors (the reference drops 8: the 8x8 maps of a 64x64 latent).
@@ -178,13 +178,17 @@ class AttentionTracer:
         layout: the batch layout, or ``"auto"`` (read from the pipeline during its call).
         upsample: interpolation mode to the latent grid (``bicubic`` as in the reference).
         clamp: clamp upsampled maps at >= 0 (bicubic undershoots).
+        max_tokens: keep only the first ``max_tokens`` text positions (start token, the prompt's
+            tokens, end token); the softmax is still over all positions. Saves memory: a short
+            prompt needs a few of CLIP's 77 positions. None: keep all.
     """
 
     def __init__(self, model: Any, layers: Sequence[str] | None = DEFAULT_LAYER_PATTERNS,
                  exclude_layers: Sequence[str] = (), factors: Sequence[int] | None = None,
                  exclude_factors: Sequence[int] = (8,), heads: Sequence[int] | None = None,
                  step_window: Sequence[int] | None = None, per_step: bool = False,
-                 layout: BatchLayout | str = "auto", upsample: str = "bicubic", clamp: bool = True) -> None:
+                 layout: BatchLayout | str = "auto", upsample: str = "bicubic", clamp: bool = True,
+                 max_tokens: int | None = None) -> None:
         self.model = model
         self.unet = resolve_unet(model)
         self.layer_names = select_layers(model, list(layers) if layers is not None else None, exclude_layers)
@@ -203,6 +207,9 @@ class AttentionTracer:
         self.layout = layout
         self.upsample = upsample
         self.clamp = clamp
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.max_tokens = max_tokens
         self.reset()
         self._stack: contextlib.ExitStack | None = None
 
@@ -265,6 +272,11 @@ class AttentionTracer:
                 layer.current = None
         self.capturing = False
 
+    @property
+    def branches(self) -> int:
+        """Guidance branches of the last UNet batch (1 without guidance, 2 with CFG, 3 with CFG+PAG)."""
+        return len(self._layout_now.branches) if self._layout_now is not None else 0
+
     def rows(self, batch: int) -> slice:
         """The conditional rows of the current UNet batch."""
         if self._rows is None or self._layout_now is None:
@@ -295,6 +307,8 @@ class AttentionTracer:
             if max(self.heads) >= probabilities.shape[1]:
                 raise ConfigError(f"heads={self.heads} asked for, but layer {name} has {probabilities.shape[1]} heads")
             probabilities = probabilities[:, self.heads]
+        if self.max_tokens is not None:
+            probabilities = probabilities[..., : self.max_tokens]
         layer = self.sums.get(name)
         if layer is None or layer.total.shape != probabilities.shape:
             if layer is not None:

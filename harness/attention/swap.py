@@ -25,15 +25,16 @@ _SUFFIX = ".processor"
 
 
 def resolve_unet(model: Any) -> Any:
-    """The denoiser of a pipeline (``.unet``, else ``.transformer``), or ``model`` itself."""
+    """The denoiser of a pipeline (``.unet``, else ``.transformer``), or ``model`` itself when it is a module."""
+    import torch
+
     for attribute in ("unet", "transformer"):
         candidate = getattr(model, attribute, None)
-        if candidate is not None and hasattr(candidate, "attn_processors"):
+        if isinstance(candidate, torch.nn.Module):
             return candidate
-    if hasattr(model, "attn_processors") and hasattr(model, "set_attn_processor"):
+    if isinstance(model, torch.nn.Module):
         return model
-    raise ConfigError(f"{type(model).__name__} is neither a diffusers pipeline with a UNet nor a model with "
-                      "attention processors (attn_processors / set_attn_processor).")
+    raise ConfigError(f"{type(model).__name__} is neither a diffusers pipeline with a UNet nor a torch module.")
 
 
 def layer_name(processor_key: str) -> str:
@@ -53,6 +54,9 @@ def swap_processors(model: Any, mapping: ProcessorMapping) -> Iterator[dict[str,
     model modified. Yields ``{layer name: installed processor}``.
     """
     unet = resolve_unet(model)
+    if not hasattr(unet, "set_attn_processor"):
+        raise ConfigError(f"{type(unet).__name__} has no attn_processors/set_attn_processor; its attention "
+                          "processors cannot be swapped.")
     originals = dict(unet.attn_processors)
     by_layer = {layer_name(key): key for key in originals}
     installed: dict[str, Any] = {}

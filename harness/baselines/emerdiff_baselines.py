@@ -24,7 +24,8 @@ def _kmeans(points: np.ndarray, clusters: int, seed: int, restarts: int, fit_poi
     """Labels of ``points`` (N x D); fitted on a seeded subsample of ``fit_points`` when N is larger."""
     from sklearn.cluster import KMeans
 
-    clusters = min(clusters, len(points))
+    # Fewer distinct points than clusters (flat-colour images) would leave empty clusters.
+    clusters = min(clusters, len(np.unique(points, axis=0)))
     fit = points
     if fit_points is not None and len(points) > fit_points:
         rng = np.random.default_rng(seed)

@@ -82,11 +82,13 @@ def generate_with_maps(pipeline: Any, prompts: list[str], generators: list[torch
     so CFG on/off and CFG+PAG (a PAG pipeline with ``pag_scale > 0``) all work, for any batch size.
     """
     kwargs: dict[str, Any] = {}
+    options = dict(options or {})
+    options.setdefault("max_tokens", prompt_token_span(pipeline.tokenizer, prompts))
     if pag_scale > 0:
         if not hasattr(pipeline, "set_pag_applied_layers"):
             raise ConfigError("pag_scale > 0 needs a PAG pipeline (see pag_pipeline()).")
         kwargs["pag_scale"] = pag_scale
-    with AttentionTracer(pipeline, **(options or {})) as tracer:
+    with AttentionTracer(pipeline, **options) as tracer:
         output = pipeline(
             prompt=prompts,
             negative_prompt=[negative_prompt] * len(prompts) if negative_prompt else None,
@@ -103,17 +105,21 @@ def generate_with_maps(pipeline: Any, prompts: list[str], generators: list[torch
 
 @torch.no_grad()
 def trace_image(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str], generators: list[torch.Generator], *,
-                timesteps: Sequence[int], guidance_scale: float = 1.0, negative_prompt: str = "",
-                options: dict[str, Any] | None = None) -> AttentionTracer:
+                timesteps: Sequence[int], options: dict[str, Any] | None = None) -> AttentionTracer:
     """DAAM on given images: noise each to every timestep in ``timesteps``, denoise one step with its caption.
 
     ``images``: uint8 HxWx3 arrays (all the same size, a multiple of the VAE factor). The VAE
     posterior mean is used (deterministic); the noise comes from each image's generator, and
     the forward process is the model's own noise schedule (DDPM form of its scheduler config).
-    The returned tracer holds the maps summed over the timesteps.
+    Only the conditional branch is run: with no trajectory to steer, classifier-free guidance
+    would add UNet rows that cannot change the conditional rows' attention. The returned tracer
+    holds the maps summed over the timesteps.
     """
     from diffusers import DDPMScheduler
 
+    if "XL" in type(pipeline).__name__ or getattr(pipeline, "text_encoder_2", None) is not None:
+        raise ConfigError("DAAM on a given image supports SD 1.x/2.x-style pipelines (one text encoder); "
+                          f"{type(pipeline).__name__} needs SDXL's added conditioning, which is not wired yet.")
     device = pipeline.unet.device
     dtype = pipeline.unet.dtype
     if not timesteps:
@@ -125,19 +131,24 @@ def trace_image(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str],
     pixels = np.stack([np.asarray(image, dtype=np.float32) / 127.5 - 1.0 for image in images])
     pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device=device, dtype=dtype)
     latents = pipeline.vae.encode(pixels).latent_dist.mean * pipeline.vae.config.scaling_factor
-    cfg = guidance_scale > 1
-    positive, negative = pipeline.encode_prompt(prompts, device, 1, cfg, [negative_prompt] * len(prompts) if cfg else None)
-    context = torch.cat([negative, positive]) if cfg else positive
+    context, _ = pipeline.encode_prompt(prompts, device, 1, False)
     noising = DDPMScheduler.from_config(pipeline.scheduler.config)
-    layout = BatchLayout.diffusers(cfg)
-    with AttentionTracer(pipeline.unet, layout=layout, **(options or {})) as tracer:
+    layout = BatchLayout.diffusers(cfg=False)
+    options = dict(options or {})
+    options.setdefault("max_tokens", prompt_token_span(pipeline.tokenizer, prompts))
+    with AttentionTracer(pipeline.unet, layout=layout, **options) as tracer:
         for timestep in timesteps:
             noise = torch.stack([torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators])
             t = torch.tensor([int(timestep)] * len(prompts), dtype=torch.long)
             noisy = noising.add_noise(latents, noise.to(device=device, dtype=dtype), t.to(device))
-            model_input = torch.cat([noisy] * 2) if cfg else noisy
-            pipeline.unet(model_input, int(timestep), encoder_hidden_states=context)
+            pipeline.unet(noisy, int(timestep), encoder_hidden_states=context)
     return tracer
+
+
+def prompt_token_span(tokenizer: Any, prompts: Sequence[str]) -> int:
+    """Text positions the maps must keep: start token, the longest prompt's tokens, end token."""
+    longest = max(len(tokenizer(p, add_special_tokens=False, truncation=False)["input_ids"]) for p in prompts)
+    return min(longest + 2, int(tokenizer.model_max_length))
 
 
 def words_for(record: PromptRecord, cfg: Any) -> list[str]:
@@ -165,13 +176,17 @@ def word_heat_maps(token_maps: torch.Tensor, tokenizer: Any, prompt: str, words:
     token_axis = token_maps.ndim - 3
     if normalize == "token_sum":
         count = len(tokenizer(prompt, add_special_tokens=False, truncation=False)["input_ids"])
-        count = min(count, int(tokenizer.model_max_length) - 2)
+        count = min(count, int(tokenizer.model_max_length) - 2, token_maps.shape[token_axis] - 1)
         denominator = token_maps.narrow(token_axis, 1, count).sum(dim=token_axis, keepdim=True) + 1e-6
         token_maps = token_maps / denominator
     result: dict[str, np.ndarray] = {}
     for word in words:
         positions = word_token_positions(tokenizer, prompt, word, occurrence)
-        heat = token_maps.index_select(token_axis, torch.tensor(positions)).mean(dim=token_axis)
+        if positions[-1] >= token_maps.shape[token_axis]:
+            raise ConfigError(f"The word {word!r} is at token {positions[-1]}, beyond the {token_maps.shape[token_axis]} "
+                              "token positions traced (max_tokens).")
+        index = torch.tensor(positions, device=token_maps.device)
+        heat = token_maps.index_select(token_axis, index).mean(dim=token_axis)
         if normalize == "minmax":
             low = heat.amin(dim=(-2, -1), keepdim=True)
             high = heat.amax(dim=(-2, -1), keepdim=True)
@@ -197,6 +212,12 @@ class DAAM(Method):
             spec["image"] = str(record.meta.get(self.cfg.image_key))
         return spec
 
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+        """Overlay figures (image + map per word) into ``<run_dir>/figures/`` (the run's figure hook)."""
+        from harness.methods.daam_figures import save_overlays
+
+        return save_overlays(run_dir, records, samples)
+
     def _pipeline(self) -> Any:
         if self.cfg.pag_scale > 0:
             if self._pag is None:
@@ -216,16 +237,15 @@ class DAAM(Method):
         if cfg.source == "image":
             images = [load_image(record, cfg.image_key, settings.height, settings.width) for record in records]
             tracer = trace_image(pipeline, images, [r.prompt for r in records], self.generators(seeds),
-                                 timesteps=list(cfg.image_timesteps), guidance_scale=settings.guidance_scale,
-                                 negative_prompt=settings.negative_prompt, options=options)
-            unet_calls = len(cfg.image_timesteps)
+                                 timesteps=list(cfg.image_timesteps), options=options)
+            unet_calls = len(cfg.image_timesteps) * tracer.branches
         else:
             floats, tracer = generate_with_maps(
                 self._pipeline(), [r.prompt for r in records], self.generators(seeds), steps=settings.steps,
                 guidance_scale=settings.guidance_scale, height=settings.height, width=settings.width,
                 negative_prompt=settings.negative_prompt, pag_scale=float(cfg.pag_scale), options=options)
             images = to_uint8(floats)
-            unet_calls = tracer.call_index + 1
+            unet_calls = (tracer.call_index + 1) * tracer.branches
         token_maps = tracer.token_maps()
         step_maps = torch.stack(tracer.steps.maps, dim=1) if cfg.per_timestep and tracer.steps.maps else None
         seconds = (time.perf_counter() - started) / len(records)

@@ -25,8 +25,9 @@ Extractors (``features=`` option of the metrics):
     Area-downsampled raw pixels (``size`` x ``size`` x 3). For tests and smoke runs only: a
     Fréchet distance on these is NOT comparable with any published FID.
 
-The evaluator plug-in: a module (default ``harness.toy.evaluator``) exposing
-``load_evaluator(device="cpu")`` that returns an object with
+The evaluator plug-in: the toy world's ``harness.toy.evaluator`` (adapted by
+:class:`ToyEvaluatorAdapter`; weights from ``weights_path`` or ``weights/toy/evaluator``), or any
+module exposing ``load_evaluator(device="cpu")`` that returns an object with
 ``features(images_uint8_nchw) -> (N, d)``, ``class_log_probabilities(images_uint8_nchw) -> (N, C)``,
 ``judge(image_uint8_hwc, record) -> float`` (1.0 when the image shows what ``record`` asked
 for) and optionally ``identity() -> str`` (weights checksum / version).
@@ -239,17 +240,93 @@ class PixelFeatures(FeatureExtractor):
         return F.adaptive_avg_pool2d(x, self.size).flatten(1)
 
 
-def load_evaluator(module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu") -> Any | None:
-    """The evaluator from ``module.load_evaluator``; None when that module does not exist (yet)."""
+def load_evaluator(module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu",
+                   weights: str | None = None) -> Any | None:
+    """The evaluator of ``module``; None when that module does not exist.
+
+    Two shapes are accepted: the toy world's own module (``harness/toy/evaluator.py``: a
+    ``ToyEvaluator`` network, ``load_evaluator(directory)`` and ``present_pairs``), wrapped in
+    :class:`ToyEvaluatorAdapter`; or any module whose ``load_evaluator(device=...)`` returns an
+    object with the interface of the module docstring. Missing weights raise
+    :class:`MissingWeightsError` (from the module).
+    """
     try:
         loaded = importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name and module.startswith(error.name):
             return None
         raise
+    if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
+        return ToyEvaluatorAdapter(loaded, weights)
     if not hasattr(loaded, "load_evaluator"):
         raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
     return loaded.load_evaluator(device=device)
+
+
+class ToyEvaluatorAdapter:
+    """The toy world's evaluator (a multi-label (colour, shape) classifier) behind the plug-in interface.
+
+    - ``features``: its penultimate layer (``ToyEvaluator.features``);
+    - ``class_log_probabilities``: log-softmax over its 30 (colour, shape) logits (our choice for
+      IS: a distribution over pairs; exact for single-object images);
+    - ``judge``: 1.0 when every (colour, shape) the prompt asks for is found
+      (``present_pairs``, threshold 0.5). The asked objects come from ``record.meta["objects"]``
+      (``[[colour, shape], ...]``) when the prompt set provides them, else from the prompt text:
+      each shape word with the nearest colour word before it in its noun phrase (a shape with
+      no colour word matches any colour).
+    """
+
+    WEIGHTS_DIR = "weights/toy/evaluator"
+
+    def __init__(self, module: Any, weights: str | None = None) -> None:
+        from harness import REPO_ROOT
+
+        self.module = module
+        self.directory = Path(weights) if weights else REPO_ROOT / self.WEIGHTS_DIR
+        self.network = module.load_evaluator(self.directory)
+
+    def identity(self) -> str:
+        path = self.directory / getattr(self.module, "WEIGHTS_FILE", "evaluator.safetensors")
+        return f"harness.toy.evaluator sha256:{_checksum(path)}" if path.is_file() else "harness.toy.evaluator"
+
+    @staticmethod
+    def _float(images: torch.Tensor) -> torch.Tensor:
+        return images.float().div(127.5).sub(1.0)  # uint8 -> [-1, 1], the evaluator's input range
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network.features(self._float(images))
+
+    @torch.no_grad()
+    def class_log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.network(self._float(images)), dim=1)
+
+    def asked_objects(self, record: Any) -> list[tuple[str | None, str]]:
+        objects = (getattr(record, "meta", None) or {}).get("objects")
+        if objects:
+            return [(str(colour) if colour else None, str(shape)) for colour, shape in objects]
+        from harness.toy.world import ALL_COLOURS, SHAPES, SIZES
+
+        asked, colour = [], None
+        for word in record.prompt.lower().replace(",", " ").split():
+            if word in ALL_COLOURS:
+                colour = word
+            elif word in SHAPES:
+                asked.append((colour, word))
+                colour = None
+            elif word not in SIZES:  # any other word ends the noun phrase ("on a red background")
+                colour = None
+        return asked
+
+    def judge(self, image: Any, record: Any) -> float:
+        import numpy as np
+
+        present = self.module.present_pairs(self.network, np.asarray(image, dtype=np.uint8)[None])[0]
+        asked = self.asked_objects(record)
+        if not asked:
+            return 0.0
+        found = all(any(s == shape and (colour is None or c == colour) for c, s in present) for colour, shape in asked)
+        return float(found)
 
 
 class EvaluatorFeatures(FeatureExtractor):
@@ -259,10 +336,10 @@ class EvaluatorFeatures(FeatureExtractor):
     has_logits = True
 
     def __init__(self, module: str = DEFAULT_EVALUATOR_MODULE, antialias: bool = True, device: str = "cpu",
-                 evaluator: Any | None = None) -> None:
+                 evaluator: Any | None = None, weights: str | None = None) -> None:
         super().__init__()
         self.module = module
-        self.evaluator = evaluator if evaluator is not None else load_evaluator(module, device)
+        self.evaluator = evaluator if evaluator is not None else load_evaluator(module, device, weights)
         if self.evaluator is None:
             raise MissingWeightsError(
                 f"features=toy_evaluator needs the evaluator module {module} (load_evaluator), which is not "
@@ -309,7 +386,8 @@ def build_extractor(name: str, weights_path: str | None = None, antialias: bool 
         if name == "pixels":
             _BUILT[key] = PixelFeatures(pixel_size, antialias)
         elif name == "toy_evaluator":
-            _BUILT[key] = EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device)
+            _BUILT[key] = EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
+                                            weights=weights_path)
         else:
             _BUILT[key] = EXTRACTORS[name](weights_path, antialias, device)
     return _BUILT[key]

@@ -26,10 +26,10 @@ def build_autoencoder() -> AutoencoderKL:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
+        block_out_channels=(16, 32),
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=16,
+        norm_num_groups=8,
         sample_size=32,
     )
 
@@ -42,9 +42,9 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 def train_autoencoder(
     pool: ScenePool,
     out_dir: Path,
-    steps: int = 2500,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
+    steps: int = 600,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
     kl_weight: float = 1e-6,
     seed: int = 0,
     log_every: int = 100,

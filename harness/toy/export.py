@@ -54,7 +54,7 @@ def to_tokenizer_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> C
         tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     exported = CLIPTextModel(config)
     state = text_encoder.state_dict()
-    key = "text_model.embeddings.token_embedding.weight"
+    key = next(k for k in state if k.endswith("token_embedding.weight"))
     old = state.pop(key)
     new = old[2:].mean(dim=0, keepdim=True).repeat(len(tokenizer), 1)
     for training_id, tokenizer_id in _id_pairs(tokenizer):
@@ -71,7 +71,7 @@ def to_training_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> CL
     config.bos_token_id, config.eos_token_id, config.pad_token_id = BOS_ID, EOS_ID, EOS_ID
     restored = CLIPTextModel(config)
     state = text_encoder.state_dict()
-    key = "text_model.embeddings.token_embedding.weight"
+    key = next(k for k in state if k.endswith("token_embedding.weight"))
     old = state.pop(key)
     new = torch.zeros(VOCAB_SIZE, old.shape[1])
     for training_id, tokenizer_id in _id_pairs(tokenizer):
@@ -107,8 +107,8 @@ def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
         raise RuntimeError("exported text encoder does not reproduce the trained one")
     state_path = run_dir / "unet_checkpoint" / "state.json"
     if state_path.exists():
-        (out_dir / "training_state.json").write_text(state_path.read_text() if False else json.dumps(
-            {k: v for k, v in json.loads(state_path.read_text()).items() if k in ("step", "wall_s")}, indent=1))
+        state = json.loads(state_path.read_text())
+        (out_dir / "training_state.json").write_text(json.dumps({k: state[k] for k in ("step", "wall_s")}, indent=1))
     return reloaded
 
 

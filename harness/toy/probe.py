@@ -145,24 +145,42 @@ def colour_masks(image: np.ndarray, scene) -> dict[int, np.ndarray]:
 
 
 @torch.no_grad()
+def generate_with_attention(pipeline, prompts: list[str], seed: int = 0, steps: int = 20,
+                            guidance_scale: float = 5.0, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Generate uint8 images for `prompts` and their summed conditional cross-attention maps.
+
+    Returns (images (N, H, W, 3) uint8, maps (N, tokens, latent, latent)). Batches are seeded
+    `seed + batch number`, so results do not depend on how many prompts precede a batch.
+    """
+    unet = pipeline.unet
+    all_images, all_maps = [], []
+    for b, start in enumerate(range(0, len(prompts), batch_size)):
+        batch = prompts[start : start + batch_size]
+        generator = torch.Generator().manual_seed(seed + b)
+        with capture_cross_attention(unet, unet.config.sample_size) as store:
+            # With guidance the pipeline batches [unconditional, conditional]: keep the conditional rows.
+            store["rows"] = torch.arange(len(batch), 2 * len(batch)) if guidance_scale > 1 else torch.arange(len(batch))
+            images = pipeline(batch, num_inference_steps=steps, guidance_scale=guidance_scale,
+                              generator=generator, output_type="np").images
+            all_maps.append(store["sum"].numpy())
+        all_images.append((images * 255).round().astype(np.uint8))
+    return np.concatenate(all_images), np.concatenate(all_maps)
+
+
+def attention_scores(scenes, images: np.ndarray, maps: np.ndarray) -> dict[str, float]:
+    """mIoU per word role of generated images' maps against their colour masks."""
+    all_scores: dict[str, list[float]] = {}
+    for k, scene in enumerate(scenes):
+        if len({o.colour for o in scene.objects}) != len(scene.objects):
+            continue  # colour masks cannot tell same-coloured objects apart
+        for role, values in word_map_ious(maps[k], caption(scene), colour_masks(images[k], scene)).items():
+            all_scores.setdefault(role, []).extend(values)
+    return _summary(all_scores)
+
+
 def generation_probe(pipeline, n_scenes: int = 32, seed: int = 0, steps: int = 20, guidance_scale: float = 5.0,
                      split: str = "toy_gen", n_objects: int | None = None) -> dict[str, float]:
     """Generate images for `split` captions; score attention against their colour masks."""
     scenes = [scene_for_index(split, i, n_objects=n_objects) for i in range(n_scenes)]
-    scenes = [s for s in scenes if len({o.colour for o in s.objects}) == len(s.objects)]
-    captions = [caption(s) for s in scenes]
-    generator = torch.Generator().manual_seed(seed)
-    unet = pipeline.unet
-    with capture_cross_attention(unet, unet.config.sample_size) as store:
-        # The pipeline batches [unconditional, conditional]: record the conditional half.
-        store["rows"] = torch.arange(len(scenes), 2 * len(scenes))
-        images = pipeline([c.text for c in captions], num_inference_steps=steps, guidance_scale=guidance_scale,
-                          generator=generator, output_type="np").images
-        maps = store["sum"].numpy()
-    images = (images * 255).round().astype(np.uint8)
-    all_scores: dict[str, list[float]] = {}
-    for k, (scene, cap) in enumerate(zip(scenes, captions)):
-        masks = colour_masks(images[k], scene)
-        for role, values in word_map_ious(maps[k], cap, masks).items():
-            all_scores.setdefault(role, []).extend(values)
-    return _summary(all_scores) | {"n_images": len(scenes)}
+    images, maps = generate_with_attention(pipeline, [caption(s).text for s in scenes], seed, steps, guidance_scale)
+    return attention_scores(scenes, images, maps) | {"n_images": len(scenes)}

@@ -5,6 +5,8 @@
   scenes are held out; every object's colour is spoken (the quality bars are about colours).
 - `toy_unreal`: every scene holds at least one object whose (colour, shape) pair never occurs
   in training (the analog of DAAM's Unreal-Gen); colours are always spoken.
+- `judge_train`: every (colour, shape) pair, withheld ones included: training data for the
+  evaluator, annotator and segmenter, which must recognise toy_unreal objects too.
 
 Scene `i` of a split is a pure function of (split, i): `scene_for_index(split, i)`.
 """
@@ -27,9 +29,9 @@ WITHHELD_PAIRS: tuple[tuple[str, str], ...] = (
 ALL_PAIRS: tuple[tuple[str, str], ...] = tuple((c, s) for c in OBJECT_COLOURS for s in SHAPES)
 TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ALL_PAIRS if p not in WITHHELD_PAIRS)
 
-SPLITS: tuple[str, ...] = ("train", "toy_gen", "toy_unreal")
+SPLITS: tuple[str, ...] = ("train", "toy_gen", "toy_unreal", "judge_train")
 # Independent seed streams: numpy's SeedSequence keeps [stream, index] seeds apart.
-_SPLIT_STREAM = {"train": 1000, "toy_gen": 2000, "toy_unreal": 3000}
+_SPLIT_STREAM = {"train": 1000, "toy_gen": 2000, "toy_unreal": 3000, "judge_train": 4000}
 
 
 def _check_split(split: str) -> None:
@@ -42,6 +44,8 @@ def sample_scene(rng: np.random.Generator, split: str, n_objects: int | None = N
     _check_split(split)
     if split == "train":
         return sample_scene_with(rng, list(TRAIN_PAIRS), n_objects=n_objects)
+    if split == "judge_train":
+        return sample_scene_with(rng, list(ALL_PAIRS), n_objects=n_objects)
     if split == "toy_gen":
         return sample_scene_with(rng, list(TRAIN_PAIRS), n_objects=n_objects, p_say_colour=1.0)
     return sample_scene_with(

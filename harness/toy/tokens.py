@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.toy.world import VOCABULARY, check_prompt_words
+from harness.toy.world import OBJECT_COLOURS, SHAPES, SIZES, VOCABULARY, article, check_prompt_words
 
 BOS_ID = 0
 EOS_ID = 1
@@ -38,3 +38,24 @@ def encode(text: str) -> np.ndarray:
 def encode_batch(texts: list[str]) -> np.ndarray:
     """Token ids of several captions, shape (len(texts), CONTEXT_LENGTH)."""
     return np.stack([encode(t) for t in texts]) if texts else np.zeros((0, CONTEXT_LENGTH), np.int64)
+
+
+def drop_adjectives(text: str, probability: float, rng: np.random.Generator) -> str:
+    """Remove each object's size and colour adjective with `probability` (articles re-agreed).
+
+    Training augmentation: captions that omit adjectives make the noun the one token present
+    for every object, so the UNet learns to read objects from nouns (see text_encoder.py).
+    Background colours are kept.
+    """
+    words = text.split()
+    kept: list[str] = []
+    for i, word in enumerate(words):
+        follows = words[i + 1] if i + 1 < len(words) else ""
+        is_object_adjective = word in SIZES or (word in OBJECT_COLOURS and follows in SHAPES)
+        if is_object_adjective and rng.random() < probability:
+            continue
+        kept.append(word)
+    for i in range(len(kept) - 1):
+        if kept[i] in ("a", "an"):
+            kept[i] = article(kept[i + 1])
+    return " ".join(kept)

@@ -30,7 +30,7 @@ from harness.toy.autoencoder import images_to_tensor, train_autoencoder
 from harness.toy.data import load_or_render_pool
 from harness.toy.probe import teacher_forced_probe
 from harness.toy.text_encoder import pretrain_text_encoder
-from harness.toy.tokens import encode
+from harness.toy.tokens import drop_adjectives, encode
 from harness.toy.unet import build_unet, training_scheduler
 
 CHECKPOINT = "unet_checkpoint"
@@ -44,13 +44,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, default=None, help="run folder to continue")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-size", type=int, default=80_000, help="number of pre-rendered training scenes")
-    parser.add_argument("--vae-steps", type=int, default=1200)
-    parser.add_argument("--text-steps", type=int, default=800)
+    parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--text-steps", type=int, default=250)
     parser.add_argument("--unet-steps", type=int, default=6000, help="total UNet steps (a resumed run stops here too)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--caption-dropout", type=float, default=0.1, help="for classifier-free guidance")
+    parser.add_argument("--adjective-dropout", type=float, default=0.25,
+                        help="probability of removing each object's size/colour word from a training caption")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -151,7 +153,11 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
         index = rng.integers(0, len(pool), args.batch_size)
         mean, std = latents_cache.get(index)
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
-        ids = torch.from_numpy(pool.token_ids[index])
+        if args.adjective_dropout > 0:
+            ids = torch.from_numpy(np.stack([encode(drop_adjectives(str(pool.captions[i]), args.adjective_dropout, rng))
+                                             for i in index]))
+        else:
+            ids = torch.from_numpy(pool.token_ids[index])
         dropped = torch.from_numpy(rng.random(args.batch_size) < args.caption_dropout)
         ids[dropped] = empty_ids
         with torch.no_grad():

@@ -320,7 +320,8 @@ def object_masks(scene: Scene, labels: np.ndarray) -> dict[int, np.ndarray]:
 # ----------------------------------------------------------------------------- captions
 
 
-def _article(next_word: str) -> str:
+def article(next_word: str) -> str:
+    """The indefinite article before `next_word`."""
     return "an" if next_word[0] in "aeiou" else "a"
 
 
@@ -345,7 +346,7 @@ def caption(scene: Scene) -> Caption:
         noun_at = start + n_modifiers
         mask_id = index + 1
         first_word = obj.size if obj.say_size else obj.colour if obj.say_colour else obj.shape
-        words.append(CaptionWord(_article(first_word), None, "det", noun_at, "det", index))
+        words.append(CaptionWord(article(first_word), None, "det", noun_at, "det", index))
         if obj.say_size:
             words.append(CaptionWord(obj.size, mask_id, "size", noun_at, "amod", index))
         if obj.say_colour:
@@ -373,7 +374,7 @@ def caption(scene: Scene) -> Caption:
     if scene.say_background:
         noun_at = len(words) + 3
         words.append(CaptionWord("on", None, "prep", noun_at, "case"))
-        words.append(CaptionWord(_article(scene.background), None, "det", noun_at, "det"))
+        words.append(CaptionWord(article(scene.background), None, "det", noun_at, "det"))
         words.append(CaptionWord(scene.background, BACKGROUND_MASK_ID, "bg_colour", noun_at, "amod"))
         words.append(CaptionWord(BACKGROUND_WORD, BACKGROUND_MASK_ID, "bg_noun", noun_positions[0], "nmod"))
     return Caption(" ".join(w.text for w in words), words)

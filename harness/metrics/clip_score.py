@@ -1,0 +1,130 @@
+"""``clip_score``: torchmetrics' CLIPScore (100 x max(cos(image, text), 0)) with local CLIP weights.
+
+The CLIP model and processor load from ``model_path`` (a ``save_pretrained`` folder) or from the
+local Hugging Face cache (``model_id``, ``local_files_only=True``); nothing is downloaded. When
+neither is there the metric is skipped with a logged note and writes no row (``required=true``
+makes that an error instead). The prompt scored is the one the image was generated from.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.data.prompts import PromptRecord
+from harness.errors import MissingWeightsError
+from harness.metrics.base import Metric
+from harness.metrics.features import images_to_tensor
+from harness.metrics.stats import mean_ci
+from harness.store.rows import MetricResult
+from harness.store.samples import Sample
+
+log = logging.getLogger(__name__)
+
+
+def load_clip(model_path: str | None, model_id: str) -> tuple[Any, Any]:
+    """CLIP model and processor from a local folder or the offline cache; MissingWeightsError otherwise."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    tried = []
+    sources = []
+    if model_path:
+        sources.append(str(Path(model_path).expanduser()))
+    sources.append(model_id)
+    for source in sources:
+        try:
+            model = CLIPModel.from_pretrained(source, local_files_only=True).eval()
+            processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
+            return model, processor
+        except (OSError, ValueError) as error:
+            tried.append(f"{source} ({type(error).__name__})")
+    raise MissingWeightsError(
+        f"CLIP weights for clip_score were not found. Looked in: {'; '.join(tried)} (local files only). Provide "
+        f"them with metric.clip_score.model_path=<folder written by CLIPModel/CLIPProcessor.save_pretrained>, or "
+        f"copy the Hugging Face cache of {model_id} here."
+    )
+
+
+class _ProjectedFeatures(torch.nn.Module):
+    """CLIP whose ``get_*_features`` return tensors.
+
+    transformers 5 returns a ``BaseModelOutputWithPooling`` (projected embeddings in
+    ``pooler_output``) where torchmetrics 1.9's CLIPScore expects a tensor; this adapter keeps
+    torchmetrics' computation unchanged.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @staticmethod
+    def _tensor(output: Any) -> torch.Tensor:
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
+class CLIPScore(Metric):
+    """Mean CLIP score over images (95% t-CI) and one value per sample."""
+
+    name = "clip_score"
+
+    def __init__(self, model_path: str | None = None, model_id: str = "openai/clip-vit-large-patch14",
+                 required: bool = False, batch_size: int = 16) -> None:
+        self.model_path = model_path
+        self.model_id = model_id
+        self.required = bool(required)
+        self.batch_size = int(batch_size)
+        self._metric: Any = None
+        self._looked = False
+        self.skip_note: str | None = None
+
+    @property
+    def metric(self) -> Any | None:
+        if not self._looked:
+            self._looked = True
+            from torchmetrics.multimodal.clip_score import CLIPScore as TorchmetricsCLIPScore
+
+            try:
+                model, processor = load_clip(self.model_path, self.model_id)
+            except MissingWeightsError as error:
+                if self.required:
+                    raise
+                self.skip_note = f"clip_score skipped: {error}"
+                log.warning("%s", self.skip_note)
+                return None
+            wrapped = _ProjectedFeatures(model)
+            self._metric = TorchmetricsCLIPScore(model_name_or_path=lambda: (wrapped, processor))
+        return self._metric
+
+    def reset(self) -> None:
+        self.values: list[float] = []
+
+    @torch.no_grad()
+    def process(self, record: PromptRecord, sample: Sample) -> dict[str, float] | None:
+        if sample.image is None or self.metric is None:
+            return None
+        prompt = sample.meta.get("prompt_used", record.prompt)
+        self.metric.reset()
+        self.metric.update(images_to_tensor([np.asarray(sample.image)]), [prompt])
+        value = float(self.metric.compute())
+        self.values.append(value)
+        return {self.name: value}
+
+    def compute(self) -> list[MetricResult]:
+        if not self.values:
+            return []
+        mean, low, high = mean_ci(self.values)
+        source = self.model_path or self.model_id
+        return [MetricResult(self.name, mean, len(self.values), low, high,
+                             definition=f"torchmetrics CLIPScore = 100 * max(cos(image, prompt), 0), CLIP {source}; "
+                                        "mean over images, 95% t-CI")]

@@ -1,0 +1,70 @@
+"""``gen_accuracy``: does the image show what the prompt asked for? Judged by an evaluator plug-in.
+
+The judge is the toy world's evaluator (``harness.toy.evaluator``, through
+:class:`harness.metrics.features.ToyEvaluatorAdapter`; or any module whose
+``load_evaluator(device=...)`` returns an object with ``judge(image, record) -> float``). When
+the module or its weights are missing, the metric is skipped with a logged note and writes no
+row, so experiments that list it still run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from harness.data.prompts import PromptRecord
+from harness.errors import MissingWeightsError
+from harness.metrics.base import Metric
+from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, load_evaluator
+from harness.metrics.stats import mean_ci
+from harness.store.rows import MetricResult
+from harness.store.samples import Sample
+
+log = logging.getLogger(__name__)
+
+
+class GenAccuracy(Metric):
+    """Mean over images of the evaluator's judgement (1 = what was asked is there); 95% t-CI."""
+
+    name = "gen_accuracy"
+
+    def __init__(self, evaluator_module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu",
+                 weights: str | None = None, evaluator: Any | None = None) -> None:
+        self.evaluator_module = evaluator_module
+        self.weights = weights
+        self.device = device
+        self._evaluator = evaluator
+        self._looked = evaluator is not None
+        self.skip_note: str | None = None
+
+    @property
+    def evaluator(self) -> Any | None:
+        if not self._looked:
+            self._looked = True
+            try:
+                self._evaluator = load_evaluator(self.evaluator_module, self.device, self.weights)
+                reason = f"the module {self.evaluator_module} does not exist"
+            except MissingWeightsError as error:
+                self._evaluator, reason = None, str(error)
+            if self._evaluator is None:
+                self.skip_note = f"gen_accuracy skipped: no evaluator ({reason})."
+                log.warning("%s", self.skip_note)
+        return self._evaluator
+
+    def reset(self) -> None:
+        self.values: list[float] = []
+
+    def process(self, record: PromptRecord, sample: Sample) -> dict[str, float] | None:
+        if sample.image is None or self.evaluator is None:
+            return None
+        value = float(self.evaluator.judge(sample.image, record))
+        self.values.append(value)
+        return {self.name: value}
+
+    def compute(self) -> list[MetricResult]:
+        if not self.values:
+            return []
+        mean, low, high = mean_ci(self.values)
+        identity = self.evaluator.identity() if hasattr(self.evaluator, "identity") else self.evaluator_module
+        return [MetricResult(self.name, mean, len(self.values), low, high,
+                             definition=f"fraction of images judged to show what the prompt asked for, by {identity}; 95% t-CI")]

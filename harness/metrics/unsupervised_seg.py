@@ -1,0 +1,185 @@
+"""Unsupervised semantic segmentation: Hungarian-matched mIoU and pixel accuracy.
+
+Definitions (the unsupervised protocol of IIC / PiCIE / STEGO, also used to report EmerDiff):
+
+1. Predicted segments carry arbitrary ids 0..K-1; ground-truth classes are 0..C-1 (-1 = ignored
+   pixel, never counted). Predictions are resized to the ground-truth size (nearest neighbour).
+2. Confusion matrix ``M[k, c]`` = number of non-ignored pixels predicted ``k`` with true class ``c``.
+3. Matching: a one-to-one assignment of segment ids to classes maximising the matched pixels
+   (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment`` on ``-M``). When K != C only
+   min(K, C) pairs are made; pixels of an unmatched segment count as wrong.
+   - ``matching="dataset"`` (the standard protocol): ONE assignment on the confusion matrix summed
+     over the whole dataset. Only meaningful when segment ids mean the same thing in every image
+     (a dataset-level clustering).
+   - ``matching="image"``: a separate assignment per image on its own confusion matrix (for
+     methods whose segment ids are per-image, e.g. EmerDiff's per-image k-means); the matched
+     counts are then summed over the dataset exactly as below.
+4. Per class c: ``IoU_c = sum_images TP_c / sum_images (TP_c + FP_c + FN_c)`` (dataset-level: sums
+   of intersections over sums of unions, NOT a mean of per-image IoUs), where TP_c = pixels of
+   class c predicted with the segment matched to c, FP_c = pixels predicted with that segment whose
+   class is not c, FN_c = pixels of class c not predicted with it.
+5. ``miou_hungarian`` = mean of IoU_c over the classes with a non-empty union (classes never seen
+   and never predicted are left out, STEGO's nan-mean); ``pixel_accuracy`` = matched pixels / all
+   non-ignored pixels.
+
+Both are reported in [0, 1] (x100 for the papers' percentages).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from harness.data.prompts import PromptRecord
+from harness.errors import ConfigError, DataError
+from harness.metrics.base import Metric
+from harness.store.rows import MetricResult
+from harness.store.samples import Sample
+
+MATCHINGS = ("dataset", "image")
+
+
+def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_segments: int, num_classes: int) -> np.ndarray:
+    """``M[k, c]`` over pixels with ``target >= 0``; predictions outside [0, num_segments) are refused."""
+    predicted = np.asarray(predicted).astype(np.int64).ravel()
+    target = np.asarray(target).astype(np.int64).ravel()
+    if predicted.shape != target.shape:
+        raise ValueError(f"prediction and target differ in size: {predicted.shape} vs {target.shape}")
+    valid = target >= 0
+    if np.any(target[valid] >= num_classes):
+        raise DataError(f"ground truth has class id {int(target[valid].max())} >= num_classes={num_classes}")
+    predicted, target = predicted[valid], target[valid]
+    if predicted.size and (predicted.min() < 0 or predicted.max() >= num_segments):
+        raise ValueError(f"predicted segment ids must be in [0, {num_segments}), got [{predicted.min()}, {predicted.max()}]")
+    return np.bincount(predicted * num_classes + target, minlength=num_segments * num_classes).reshape(num_segments, num_classes)
+
+
+def hungarian_match(confusion: np.ndarray) -> np.ndarray:
+    """``assignment[k]`` = class matched to segment k, or -1 (maximises the matched pixel count)."""
+    rows, cols = linear_sum_assignment(-np.asarray(confusion, dtype=np.float64))
+    assignment = np.full(confusion.shape[0], -1, dtype=np.int64)
+    assignment[rows] = cols
+    return assignment
+
+
+def matched_counts(confusion: np.ndarray, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (TP, FP, FN) after the matching."""
+    num_classes = confusion.shape[1]
+    true_positive = np.zeros(num_classes, dtype=np.int64)
+    predicted_as = np.zeros(num_classes, dtype=np.int64)
+    for segment, cls in enumerate(assignment):
+        if cls >= 0:
+            true_positive[cls] += confusion[segment, cls]
+            predicted_as[cls] += confusion[segment].sum()
+    class_total = confusion.sum(axis=0)
+    return true_positive, predicted_as - true_positive, class_total - true_positive
+
+
+def scores_from_counts(true_positive: np.ndarray, false_positive: np.ndarray, false_negative: np.ndarray,
+                       total_pixels: int) -> dict[str, Any]:
+    """mIoU (nan-mean over classes with a union), per-class IoU and pixel accuracy."""
+    union = true_positive + false_positive + false_negative
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, true_positive / np.maximum(union, 1), np.nan)
+    present = union > 0
+    return {
+        "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
+        "iou": iou,
+        "pixel_accuracy": float(true_positive.sum() / total_pixels) if total_pixels else float("nan"),
+        "classes_scored": int(present.sum()),
+    }
+
+
+def unsupervised_segmentation_scores(predictions: list[np.ndarray], targets: list[np.ndarray], num_classes: int,
+                                     matching: str = "dataset") -> dict[str, Any]:
+    """Hungarian-matched mIoU and pixel accuracy over a dataset (see the module docstring).
+
+    ``predictions``: int segment-id maps; ``targets``: int class maps of the same sizes (-1 = ignore).
+    """
+    if matching not in MATCHINGS:
+        raise ConfigError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+    num_segments = max([int(p.max()) + 1 for p in predictions if p.size] + [1])
+    confusions = [confusion_matrix(p, t, num_segments, num_classes) for p, t in zip(predictions, targets, strict=True)]
+    return _scores(confusions, matching)
+
+
+def _scores(confusions: list[np.ndarray], matching: str) -> dict[str, Any]:
+    if not confusions:
+        return {"miou": float("nan"), "iou": np.array([]), "pixel_accuracy": float("nan"), "classes_scored": 0}
+    width = max(c.shape[0] for c in confusions)
+    padded = [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in confusions]
+    num_classes = padded[0].shape[1]
+    totals = np.zeros((3, num_classes), dtype=np.int64)
+    if matching == "dataset":
+        summed = np.sum(padded, axis=0)
+        totals += np.stack(matched_counts(summed, hungarian_match(summed)))
+    else:
+        for confusion in padded:
+            totals += np.stack(matched_counts(confusion, hungarian_match(confusion)))
+    total_pixels = int(sum(c.sum() for c in padded))
+    return scores_from_counts(*totals, total_pixels)
+
+
+class _UnsupervisedSegmentation(Metric):
+    """Accumulates one confusion matrix per sample; the matching happens in :meth:`compute`."""
+
+    result_key = ""
+
+    def __init__(self, matching: str = "dataset", labels_key: str = "labels", num_classes: int | None = None) -> None:
+        if matching not in MATCHINGS:
+            raise ConfigError(f"metric.{self.name}.matching must be one of {MATCHINGS}, got {matching!r}")
+        self.matching = matching
+        self.labels_key = labels_key
+        self.num_classes = num_classes
+
+    def reset(self) -> None:
+        self.confusions: list[np.ndarray] = []
+
+    def process(self, record: PromptRecord, sample: Sample) -> None:
+        from harness.data.image_sets import load_record_labels
+
+        if self.labels_key not in sample.arrays:
+            raise DataError(f"Sample of record {record.id!r} has no {self.labels_key!r} array; metric {self.name} "
+                            "scores segmentation methods (emerdiff and its baselines).")
+        target = load_record_labels(record)
+        num_classes = self.num_classes or record.meta.get("num_classes")
+        if num_classes is None:
+            raise DataError(f"Record {record.id!r} does not say its num_classes; set metric.{self.name}.num_classes.")
+        predicted = resize_labels(np.asarray(sample.arrays[self.labels_key]), target.shape)
+        self.confusions.append(confusion_matrix(predicted, target, int(predicted.max()) + 1, int(num_classes)))
+        return None
+
+    def compute(self) -> list[MetricResult]:
+        scores = _scores(self.confusions, self.matching)
+        return [MetricResult(self.name, scores[self.result_key], len(self.confusions),
+                             definition=f"{self.definition} (Hungarian matching per {self.matching})")]
+
+
+class MiouHungarian(_UnsupervisedSegmentation):
+    """``miou_hungarian``: dataset-level mIoU after Hungarian matching of segments to classes."""
+
+    name = "miou_hungarian"
+    result_key = "miou"
+    definition = ("mean over classes of sum(intersections)/sum(unions) over the dataset, segments matched "
+                  "one-to-one to classes by the Hungarian algorithm; ignored pixels excluded")
+
+
+class PixelAccuracy(_UnsupervisedSegmentation):
+    """``pixel_accuracy``: fraction of non-ignored pixels whose matched class is right."""
+
+    name = "pixel_accuracy"
+    result_key = "pixel_accuracy"
+    definition = "matched pixels / non-ignored pixels after Hungarian matching of segments to classes"
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an integer label map to ``shape`` (H, W)."""
+    labels = np.asarray(labels)
+    if labels.shape == tuple(shape):
+        return labels.astype(np.int64)
+    # Pixel centres, as PIL's NEAREST does.
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(np.int64)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(np.int64)
+    return labels[rows][:, cols].astype(np.int64)

@@ -1,0 +1,58 @@
+"""Toy token ids and the CLIP-format toy tokenizer agree word for word."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.toy.splits import scene_for_index
+from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, WORD_TO_ID, encode
+from harness.toy.world import VOCABULARY, caption
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from harness.toy.export import toy_tokenizer
+
+    return toy_tokenizer()
+
+
+def test_encode_layout():
+    ids = encode("a red circle")
+    assert ids.shape == (CONTEXT_LENGTH,)
+    assert list(ids[:5]) == [BOS_ID, WORD_TO_ID["a"], WORD_TO_ID["red"], WORD_TO_ID["circle"], EOS_ID]
+    assert (ids[5:] == EOS_ID).all()
+
+
+def test_tokenizer_has_one_token_per_word_and_round_trips(tokenizer):
+    from harness.toy.export import _id_pairs
+
+    pairs = dict(_id_pairs(tokenizer))
+    assert len(set(pairs.values())) == len(VOCABULARY) + 2
+    for i in range(100):
+        text = caption(scene_for_index("train", i)).text
+        ids = tokenizer(text, padding="max_length", max_length=CONTEXT_LENGTH).input_ids
+        # the tokenizer's ids are the training ids, renamed token by token
+        assert ids == [pairs[t] for t in encode(text)]
+        assert tokenizer.decode(ids, skip_special_tokens=True).strip() == text
+
+
+def test_text_encoder_id_remap_is_exact(tokenizer):
+    import torch
+
+    from harness.toy.export import to_tokenizer_ids, to_training_ids
+    from harness.toy.text_encoder import build_text_encoder
+
+    torch.manual_seed(0)
+    trained = build_text_encoder().eval()
+    shipped = to_tokenizer_ids(trained, tokenizer)
+    back = to_training_ids(shipped, tokenizer)
+    text = "a small red circle to the left of a large blue star on a yellow background"
+    with torch.no_grad():
+        reference = trained(input_ids=torch.from_numpy(encode(text))[None]).last_hidden_state
+        via_tokenizer = shipped(input_ids=tokenizer([text], padding="max_length", max_length=CONTEXT_LENGTH,
+                                                    return_tensors="pt").input_ids).last_hidden_state
+        restored = back(input_ids=torch.from_numpy(encode(text))[None]).last_hidden_state
+    assert torch.allclose(reference, via_tokenizer, atol=1e-6)
+    assert torch.allclose(reference, restored, atol=1e-6)
+    assert np.isfinite(reference.numpy()).all()
