@@ -3,6 +3,8 @@
 Adds to the report:
 - ``daam_overhead``: median traced / median plain generation time (target <= 1.10), measured in
   one process with the two variants alternating, so drift in machine load hits both alike;
+  ``daam_overhead_cpu_time``: the same ratio in process CPU time (one thread), which other jobs
+  on a shared machine disturb far less than wall time;
 - ``daam_peak_memory_ratio``: peak memory allocated by torch during a traced vs a plain
   generation, from the torch profiler's allocation events (CPU; the model's weights, allocated
   before, are not counted, so this is the ratio of the working memory of one generation).
@@ -20,7 +22,7 @@ import torch
 PROMPT = "a red cat near a green tree"
 STEPS = 4
 SIZE = 64
-REPEATS = 7
+REPEATS = 9
 
 
 def _generate(pipeline: Any, traced: bool) -> None:
@@ -70,15 +72,19 @@ def _measure(pipeline: Any, repeats: int) -> dict[str, float]:
         _generate(pipeline, False)  # warm-up: first calls pay one-off costs
         _generate(pipeline, True)
         times: dict[bool, list[float]] = {False: [], True: []}
+        cpu: dict[bool, list[float]] = {False: [], True: []}
         for index in range(2 * repeats):
             traced = bool(index % 2) ^ bool((index // 2) % 2)  # ABBA order cancels linear drift
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             _generate(pipeline, traced)
             times[traced].append(time.perf_counter() - started)
+            cpu[traced].append(time.process_time() - started_cpu)
         plain_peak = _peak_allocated(pipeline, False)
         traced_peak = _peak_allocated(pipeline, True)
     return {
         "daam_overhead": statistics.median(times[True]) / statistics.median(times[False]),
+        # CPU time of this (single-threaded) process: insensitive to other processes on a shared machine.
+        "daam_overhead_cpu_time": statistics.median(cpu[True]) / statistics.median(cpu[False]),
         "daam_peak_memory_ratio": traced_peak / plain_peak if plain_peak else float("nan"),
         "daam_plain_seconds": statistics.median(times[False]),
         "daam_plain_peak_mb": plain_peak / 2**20,

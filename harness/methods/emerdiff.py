@@ -190,6 +190,7 @@ def resolve_layer(requested: str, index: int, state: _State, latent_hw: tuple[in
     """A module name: ``requested`` itself (checked) or, for "auto", the ``index``-th up-block
     cross-attention layer at the resolution closest to latent/``divisor``."""
     cross = [name for name in state.seq_lengths if state.cross_attention[name]]
+    requested = layer_name(requested)  # tolerate the ".processor" suffix of attn_processors keys
     if requested != "auto":
         if requested not in state.seq_lengths or not state.cross_attention[requested]:
             raise ConfigError(f"method.{what}={requested!r} is not a cross-attention layer of this UNet. "

@@ -207,15 +207,19 @@ class InceptionFidelity(FeatureExtractor):
         mode = "bilinear antialias=True" if self.antialias else "tf1-style bilinear antialias=False"
         return f"{mode} {INCEPTION_SIZE}x{INCEPTION_SIZE}"
 
+    def _both(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # NoTrainInceptionV3.forward returns only the first requested output; this returns both.
+        batch = images.shape[0]
+        features, logits = self.network._torch_fidelity_forward(_check_uint8(images).to(self.device_))
+        return features.reshape(batch, -1).float().cpu(), logits.reshape(batch, -1).float().cpu()
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features, _ = self.network(_check_uint8(images).to(self.device_))
-        return features.float().cpu()
+        return self._both(images)[0]
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        _, logits = self.network(_check_uint8(images).to(self.device_))
-        return logits.float().cpu()
+        return self._both(images)[1]
 
 
 class PixelFeatures(FeatureExtractor):

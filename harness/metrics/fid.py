@@ -285,6 +285,8 @@ class FID(Metric):
             InceptionFidelity.locate(weights_path)
         elif features == "inception_torchscript":
             InceptionTorchScript.locate(weights_path)
+        elif features == "toy_evaluator":  # small: load it now (a missing module or weights fails here)
+            self.extractor  # noqa: B018
 
     @property
     def extractor(self) -> FeatureExtractor:

@@ -72,6 +72,8 @@ class InceptionScore(Metric):
         self._extractor: FeatureExtractor | None = None
         if features == "inception_fidelity":  # a missing weight file stops the run before sampling
             InceptionFidelity.locate(weights_path)
+        elif features == "toy_evaluator":
+            self.extractor  # noqa: B018 - small: load it now so a missing evaluator fails before sampling
         elif features in ("inception_torchscript", "pixels"):
             raise ConfigError(f"metric.inception_score: features={features} has no class logits; use "
                               "inception_fidelity (torch-fidelity's weights file) or toy_evaluator.")

@@ -151,3 +151,21 @@ def test_missing_fidelity_weights_name_the_file(tmp_path, monkeypatch):
     message = str(caught.value)
     assert "weights-inception-2015-12-05-6726825d.pth" in message and str(tmp_path / "nowhere.pth") in message
     assert "inception_torchscript" in message  # the offline alternative is named
+
+
+def test_fidelity_inception_loads_a_local_weights_file_safely(tmp_path, monkeypatch):
+    """The standard-weights path, exercised with random weights in torch-fidelity's layout."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
+
+    with monkeypatch.context() as patch:  # build one network without any weights to get the layout
+        patch.setattr(fidelity, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        layout = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save(layout, path)
+    extractor = InceptionFidelity(str(path), antialias=False, device="cpu")
+    images = torch.from_numpy(np.stack(_images(11, 2, size=32))).permute(0, 3, 1, 2).contiguous()
+    assert extractor(images).shape == (2, 2048)
+    assert extractor.logits(images).shape == (2, 1008)
+    assert "tf1-style" in extractor.resize_description() and "sha256:" in extractor.identity()

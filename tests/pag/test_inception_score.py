@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -59,9 +62,15 @@ class TableEvaluator:
         return "table-evaluator-v1"
 
 
-def test_metric_with_an_evaluator_plugin_equals_the_closed_form():
-    metric = InceptionScore(features="toy_evaluator", splits=1, batch_size=4)
-    metric._extractor = EvaluatorFeatures(evaluator=TableEvaluator())
+def test_metric_with_an_evaluator_plugin_equals_the_closed_form(monkeypatch):
+    import harness.metrics.features as features
+
+    module = types.ModuleType("table_evaluator")
+    module.load_evaluator = lambda device="cpu": TableEvaluator()
+    monkeypatch.setitem(sys.modules, "table_evaluator", module)
+    monkeypatch.setattr(features, "_BUILT", {})
+    metric = InceptionScore(features="toy_evaluator", evaluator_module="table_evaluator", splits=1, batch_size=4)
+    assert isinstance(metric.extractor, EvaluatorFeatures)
     metric.reset()
     for index in range(len(TABLE)):
         metric.process(PromptRecord(f"r{index}", "p", index), Sample(image=np.full((8, 8, 3), index, np.uint8)))
