@@ -140,12 +140,16 @@ class EmerDiffAttnProcessor:
             key = attn.norm_k(key)
 
         slot = (self.name, state.step)
+        injected = state.phase == "modulate" and state.inject and slot in state.reference
         if state.phase == "invert" and state.record_from_step is not None and state.step >= state.record_from_step:
             state.reference[slot] = (query.detach(), key.detach())
-        elif state.phase == "modulate" and state.inject and slot in state.reference:
-            query, key = (_expand_rows(t, batch) for t in state.reference[slot])
-
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        if injected and attention_mask is None:
+            out = _injected_attention(*state.reference[slot], value)
+        else:
+            if injected:
+                query, key = (_expand_rows(t, batch) for t in state.reference[slot])
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                                 is_causal=False)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         modulation = state.modulation
         active = (state.phase == "modulate" and modulation is not None and modulation.layer == self.name
@@ -161,6 +165,25 @@ class EmerDiffAttnProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+def _injected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T/sqrt d) V with the recorded Q, K (R rows) and the batch's values (B rows).
+
+    The attention maps are the same for every trajectory of the batch, so they are computed once
+    for the R recorded rows (1, or 2 with CFG) and applied to all B values, instead of B times.
+    """
+    recorded = query.shape[0]
+    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) / math.sqrt(query.shape[-1])
+    probabilities = scores.softmax(dim=-1).to(value.dtype)  # (R, H, S, S_k)
+    batch, heads, keys, head_dim = value.shape
+    per_row = batch // recorded  # rows are [uncond x B', cond x B'] (or [cond x B])
+    # Fold the trajectories into the last dimension: one (S x S_k) @ (S_k x B'd) product per
+    # (row, head) instead of a broadcast matmul that would copy the maps B' times.
+    folded = value.reshape(recorded, per_row, heads, keys, head_dim).permute(0, 2, 3, 1, 4)
+    out = torch.matmul(probabilities, folded.reshape(recorded, heads, keys, per_row * head_dim))
+    out = out.reshape(recorded, heads, query.shape[2], per_row, head_dim).permute(0, 3, 1, 2, 4)
+    return out.reshape(batch, heads, query.shape[2], head_dim)
 
 
 def _expand_rows(recorded: torch.Tensor, rows: int) -> torch.Tensor:

