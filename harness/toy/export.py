@@ -86,7 +86,10 @@ def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
     from harness.toy.train import load_ema_unet
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval()
+    # A decoder fine-tuned with the encoder frozen (autoencoder.finetune_decoder) decodes the same
+    # latents better; use it when the run has one.
+    vae_dir = run_dir / "vae_finetuned" if (run_dir / "vae_finetuned" / "config.json").exists() else run_dir / "vae"
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     tokenizer = toy_tokenizer()
     trained_encoder = CLIPTextModel.from_pretrained(run_dir / "text_encoder").eval()
     text_encoder = to_tokenizer_ids(trained_encoder, tokenizer)
@@ -108,7 +111,8 @@ def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
     state_path = run_dir / "unet_checkpoint" / "state.json"
     if state_path.exists():
         state = json.loads(state_path.read_text())
-        (out_dir / "training_state.json").write_text(json.dumps({k: state[k] for k in ("step", "wall_s")}, indent=1))
+        (out_dir / "training_state.json").write_text(json.dumps(
+            {"unet_step": state["step"], "unet_wall_s": state["wall_s"], "vae": vae_dir.name}, indent=1))
     return reloaded
 
 

@@ -42,6 +42,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-name", default="toy", help="folder under --out-root for this run")
     parser.add_argument("--out-root", default="results/toy_train", type=Path)
     parser.add_argument("--resume", type=Path, default=None, help="run folder to continue")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="a shipped pipeline folder (weights/toy) to start a new run from: its autoencoder, "
+                             "text encoder and UNet weights (fresh optimizer)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-size", type=int, default=80_000, help="number of pre-rendered training scenes")
     parser.add_argument("--vae-steps", type=int, default=600)
@@ -125,6 +128,16 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
     generator = torch.Generator().manual_seed(args.seed + 3)
     state = {"step": 0, "wall_s": 0.0}
     checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.exists() and args.init_from is not None:
+        weights = args.init_from / "unet" / "diffusion_pytorch_model.safetensors"
+        if not weights.exists():
+            raise HarnessError(f"--init-from: no UNet weights at {weights}")
+        unet.load_state_dict(load_file(weights))
+        ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=2 / 3)
+        shipped_state = args.init_from / "training_state.json"
+        if shipped_state.exists():
+            state["step"] = int(json.loads(shipped_state.read_text()).get("unet_step", 0))
+        print(f"UNet initialised from {weights} (step {state['step']}, fresh optimizer)", flush=True)
     if checkpoint.exists():
         unet.load_state_dict(load_file(checkpoint / "unet.safetensors"))
         shadow = load_file(checkpoint / "ema_unet.safetensors")
@@ -202,6 +215,22 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
             print(f"checkpoint at step {step}", flush=True)
 
 
+def _import_shipped_components(pipeline_dir: Path, run_dir: Path) -> None:
+    """Copy a shipped pipeline's autoencoder and text encoder (back in training ids) into a run."""
+    from transformers import CLIPTokenizer
+
+    from harness.toy.export import to_training_ids
+
+    if not (pipeline_dir / "model_index.json").exists():
+        raise HarnessError(f"--init-from: {pipeline_dir} is not a pipeline folder (no model_index.json)")
+    if not (run_dir / "vae" / "diffusion_pytorch_model.safetensors").exists():
+        AutoencoderKL.from_pretrained(pipeline_dir / "vae").save_pretrained(run_dir / "vae", safe_serialization=True)
+    if not (run_dir / "text_encoder" / "model.safetensors").exists():
+        shipped = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(pipeline_dir / "tokenizer")
+        to_training_ids(shipped, tokenizer).save_pretrained(run_dir / "text_encoder", safe_serialization=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `harness toy train` / `python -m harness.toy.train`."""
     args = _parse(argv)
@@ -214,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
 
+    if args.init_from is not None:
+        _import_shipped_components(args.init_from, run_dir)
     pool = load_or_render_pool("train", args.pool_size, args.out_root / "data", workers=args.threads)
     if not (run_dir / "vae" / "diffusion_pytorch_model.safetensors").exists():
         train_autoencoder(pool, run_dir / "vae", steps=args.vae_steps, seed=args.seed)

@@ -140,3 +140,37 @@ def test_attention_injection_is_active(make_method, reference):
     sample = make_method(attention_injection=False).segment(record, _generator(7), 7)
     change = np.abs(sample.arrays["difference_maps"].astype(np.float32) - injected.arrays["difference_maps"].astype(np.float32))
     assert float(change.max()) > 1e-2
+
+
+@pytest.mark.parametrize("recorded", [1, 2])
+def test_shared_attention_maps_equal_sdpa_with_replayed_query_and_key(recorded):
+    """The injected attention (maps computed once, applied to every trajectory's values) equals
+    torch's scaled_dot_product_attention with the recorded Q/K repeated per row; recorded=2 is the
+    CFG layout [uncond x B, cond x B]."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness.methods.emerdiff import _expand_rows, _injected_attention
+
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(recorded, 2, 12, 4, generator=generator)
+    key = torch.randn(recorded, 2, 7, 4, generator=generator)
+    value = torch.randn(6, 2, 7, 4, generator=generator)
+    expected = F.scaled_dot_product_attention(_expand_rows(query, 6), _expand_rows(key, 6), value)
+    torch.testing.assert_close(_injected_attention(query, key, value), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lambda_zero_changes_nothing_with_cfg(make_method, synthetic_set):
+    sample = make_method(modulation_strength=0.0, guidance_scale=2.0).segment(synthetic_set.records[0], _generator(7), 7)
+    assert float(np.abs(sample.arrays["difference_maps"].astype(np.float32)).max()) < 1e-4
+    assert sample.meta["unet_calls"] == 2 * (4 + 6 * 2)  # CFG: two branches per pass
+
+
+def test_cfg_batched_and_one_at_a_time_agree(make_method, synthetic_set):
+    """With CFG the rows are [uncond x B, cond x B]: a wrong row layout would mix trajectories."""
+    record = synthetic_set.records[1]
+    batched = make_method(guidance_scale=2.0).segment(record, _generator(3), 3).arrays["difference_maps"].astype(np.float32)
+    single = make_method(guidance_scale=2.0, one_at_a_time=True).segment(record, _generator(3), 3)
+    maps = single.arrays["difference_maps"].astype(np.float32)
+    assert float(batched.max()) > 1e-2
+    np.testing.assert_allclose(maps, batched, rtol=0, atol=2e-3 * float(batched.max()))
