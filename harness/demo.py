@@ -6,17 +6,36 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: The experiments `make demo` runs, in order. Each later world (the toy world) adds its own.
-DEMO_EXPERIMENTS = ["smoke"]
+from harness import REPO_ROOT
+
+#: Experiments on built-in stand-ins: always part of the demo.
+DEMO_EXPERIMENTS = ["smoke", "daam_smoke"]
+#: Experiments on the shipped toy-world model: part of the demo once weights/toy exists.
+TOY_EXPERIMENTS = ["toy_quality", "daam_toy", "emerdiff_toy", "pag_toy"]
+TOY_WEIGHTS = REPO_ROOT / "weights" / "toy" / "model_index.json"
+
+
+def demo_experiments() -> list[str]:
+    """The demo's experiments that can run here, in order."""
+    available = {p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml")}
+    experiments = [e for e in DEMO_EXPERIMENTS if e in available]
+    if TOY_WEIGHTS.is_file():
+        experiments += [e for e in TOY_EXPERIMENTS if e in available]
+    else:
+        print(f"note: {TOY_WEIGHTS.parent} has no model yet; the toy-world experiments are left out "
+              "(train it with `make toy-model`).", flush=True)
+    return experiments
 
 
 def run_demo(args: list[str]) -> int:
     """Run every demo experiment into results/demo/<experiment>, then one table over them."""
     root = Path("results/demo")
-    for experiment in DEMO_EXPERIMENTS:
+    for experiment in demo_experiments():
         run_dir = root / experiment
-        command = [sys.executable, "-m", "harness.cli", "run", f"experiment={experiment}", f"hydra.run.dir={run_dir}", *args]
-        print(f"==> {' '.join(command[2:])}", flush=True)
+        # Both dirs: an experiment that is a sweep (hydra.mode=MULTIRUN) writes under sweep.dir.
+        command = [sys.executable, "-m", "harness.cli", "run", f"experiment={experiment}",
+                   f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}", *args]
+        print(f"==> harness {' '.join(command[3:])}", flush=True)
         completed = subprocess.run(command)
         if completed.returncode != 0:
             return completed.returncode
@@ -24,5 +43,6 @@ def run_demo(args: list[str]) -> int:
 
     print("\n==> harness table results/demo")
     print(render_table(load_rows([str(root)]), include_cost=True))
-    print(f"\nDemo results are in {root.resolve()} (one folder per experiment: summary.csv, rows.parquet, run log).")
+    print(f"\nDemo results are in {root.resolve()} (one folder per experiment: summary.csv, rows.parquet, "
+          "figures/, run log).")
     return 0
