@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.attention.explicit import finish, merge_heads, project
 from harness.attention.swap import attention_modules, layer_name, swap_processors
 from harness.data.image_sets import file_digest, load_record_image
 from harness.data.prompts import PromptRecord
@@ -101,43 +102,16 @@ class EmerDiffAttnProcessor:
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
                  **kwargs: Any) -> torch.Tensor:
         state = self.state
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch, sequence, _ = hidden_states.shape
-        key_length = sequence if encoder_hidden_states is None else encoder_hidden_states.shape[1]
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, key_length, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        projected = project(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        query, key, value = projected.query, projected.key, projected.value
+        attention_mask, batch = projected.attention_mask, projected.batch
         is_cross = encoder_hidden_states is not None
         if self.name not in state.seq_lengths:
-            state.seq_lengths[self.name] = sequence
+            state.seq_lengths[self.name] = query.shape[2]
             state.cross_attention[self.name] = is_cross
-
-        query = attn.to_q(hidden_states)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if is_cross and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        key = attn.to_k(context)
-        value = attn.to_v(context)
         if state.phase == "invert" and state.step == state.feature_step and is_cross:
             # The conditional rows' queries (with CFG the batch is [uncond, cond]).
-            state.queries[self.name] = query[-state.cond_rows:].detach().float().mean(0).cpu()
-
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+            state.queries[self.name] = projected.flat_query[-state.cond_rows:].detach().float().mean(0).cpu()
 
         slot = (self.name, state.step)
         injected = state.phase == "modulate" and state.inject and slot in state.reference
@@ -150,21 +124,14 @@ class EmerDiffAttnProcessor:
                 query, key = (_expand_rows(t, batch) for t in state.reference[slot])
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
                                                  is_causal=False)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        out = merge_heads(out).to(query.dtype)
         modulation = state.modulation
         active = (state.phase == "modulate" and modulation is not None and modulation.layer == self.name
                   and modulation.step == state.step)
+        offset = modulation.row_offsets[:, :, None] if active else None
         if active and modulation.target == "values":
-            out = out + modulation.row_offsets[:, :, None].to(out.dtype)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if active and modulation.target == "output":
-            out = out + modulation.row_offsets[:, :, None].to(out.dtype)
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+            return finish(attn, projected, out + offset.to(out.dtype))
+        return finish(attn, projected, out, offset_after_output=offset)
 
 
 def _injected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.attention.explicit import finish, merge_heads, project
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.methods.base import GenerationSettings, Method, to_uint8
@@ -141,46 +142,19 @@ class PerturbedSelfAttnProcessor:
 
     def _perturbed(self, attn: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
                    temb: torch.Tensor | None) -> torch.Tensor:
-        # The same steps as diffusers' AttnProcessor2_0, with the softmax made explicit so the
-        # attention map can be perturbed (SDPA does not expose it).
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if getattr(attn, "norm_q", None) is not None:
-            query = attn.norm_q(query)
-        if getattr(attn, "norm_k", None) is not None:
-            key = attn.norm_k(key)
-        logits = (query @ key.transpose(-1, -2)) * attn.scale
-        if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, logits.shape[-1], batch)
-            logits = logits + mask.view(batch, attn.heads, -1, mask.shape[-1])
+        # diffusers' AttnProcessor2_0 with the softmax made explicit so the attention map can be
+        # perturbed (SDPA does not expose it).
+        projected = project(attn, hidden_states, None, attention_mask, temb)
+        logits = (projected.query @ projected.key.transpose(-1, -2)) * attn.scale
+        if projected.attention_mask is not None:
+            logits = logits + projected.attention_mask
 
         def noise(kind: str) -> torch.Tensor:
             return self._noise(tuple(logits.shape), logits.dtype, logits.device, kind)
 
         probabilities = PERTURBATIONS[self.perturbation](logits, self.strength, noise)
-        hidden_states = (probabilities.to(value.dtype) @ value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        attended = probabilities.to(projected.value.dtype) @ projected.value
+        return finish(attn, projected, merge_heads(attended))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,7 +142,9 @@ def test_ablation_perturbations_are_deterministic_and_differ_from_identity(metho
     assert np.abs(outputs["cfg_pag"][1].image.astype(int) - alone[0].image).max() > 0  # identity differs
     if perturbation != "off_diagonal":  # random ones: one stream per image, so batch neighbours do not matter
         batch = CFGPAG(cfg, tiny_model, settings()).run_batch(records, SEEDS)
-        np.testing.assert_array_equal(batch[1].image, alone[0].image)
+        # Same noise stream; a batch of 3 and a batch of 1 may sum floats in another order on a
+        # loaded CPU, so allow one grey level (another seed's image differs by far more).
+        assert np.abs(batch[1].image.astype(int) - alone[0].image).max() <= 1
 
 
 def test_processors_are_restored_after_a_failure(tiny_model):
