@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from functools import cached_property
 
 import numpy as np
 from scipy.spatial.distance import pdist
@@ -48,13 +49,11 @@ class Diversity(Metric):
         self.distance = distance
         self.extractor_options = {"weights_path": weights_path, "antialias": antialias, "device": device,
                                   "pixel_size": pixel_size, "evaluator_module": evaluator_module}
-        self._extractor: FeatureExtractor | None = None
 
-    @property
+    @cached_property
     def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = build_extractor(self.features_name, **self.extractor_options)
-        return self._extractor
+        """Built on first use (a feature extractor may load weights)."""
+        return build_extractor(self.features_name, **self.extractor_options)
 
     def reset(self) -> None:
         self.by_prompt: dict[str, list[np.ndarray]] = defaultdict(list)

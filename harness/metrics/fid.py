@@ -24,6 +24,7 @@ import importlib
 import json
 import logging
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,6 @@ class FID(Metric):
         self.stats_cache = Path(stats_cache).expanduser() if stats_cache else None
         self.batch_size = int(batch_size)
         self.antialias = bool(antialias)
-        self._extractor: FeatureExtractor | None = None
         # Cheap checks now, so a wrong path stops the run before any sample is generated.
         if self.real.folder is not None:
             self.real.files()
@@ -290,11 +290,10 @@ class FID(Metric):
         elif features == "toy_evaluator":  # small: load it now (a missing module or weights fails here)
             self.extractor  # noqa: B018
 
-    @property
+    @cached_property
     def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = build_extractor(self.features_name, **self.extractor_options)
-        return self._extractor
+        """Built on first use (a feature extractor may load weights)."""
+        return build_extractor(self.features_name, **self.extractor_options)
 
     def reset(self) -> None:
         self.pending: list[np.ndarray] = []

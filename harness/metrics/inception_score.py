@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -69,7 +70,6 @@ class InceptionScore(Metric):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.antialias = bool(antialias)
-        self._extractor: FeatureExtractor | None = None
         if features == "inception_fidelity":  # a missing weight file stops the run before sampling
             InceptionFidelity.locate(weights_path)
         elif features == "toy_evaluator":
@@ -78,13 +78,13 @@ class InceptionScore(Metric):
             raise ConfigError(f"metric.inception_score: features={features} has no class logits; use "
                               "inception_fidelity (torch-fidelity's weights file) or toy_evaluator.")
 
-    @property
+    @cached_property
     def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = build_extractor(self.features_name, **self.extractor_options)
-            if not self._extractor.has_logits:
-                self._extractor.logits(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))  # raises the clear error
-        return self._extractor
+        """Built on first use (a feature extractor may load weights)."""
+        extractor = build_extractor(self.features_name, **self.extractor_options)
+        if not extractor.has_logits:
+            extractor.logits(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))  # raises the clear error
+        return extractor
 
     def reset(self) -> None:
         self.pending: list[np.ndarray] = []
