@@ -139,3 +139,7 @@ BASELINES.register("kmeans_hungarian", "harness.baselines.kmeans:KMeansHungarian
 BASELINES.register("maskrcnn", "harness.baselines.maskrcnn:MaskRCNN")
 BASELINES.register("clipseg", "harness.baselines.clipseg:ClipSeg")
 BASELINES.register("detectron2", "harness.baselines.detectron2_adapter:Detectron2Segmenter")
+# Toy world datasets (prompt sets and rendered scenes with exact labels).
+DATASETS.register("toy_gen", "harness.data.toy_sets:build_toy_gen")
+DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
+DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")

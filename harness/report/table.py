@@ -31,9 +31,9 @@ def find_row_files(paths: list[str]) -> list[Path]:
     return unique
 
 
-def load_baselines(directory: Path = BASELINES_DIR) -> pd.DataFrame:
+def load_baselines(directory: Path | None = None) -> pd.DataFrame:
     """Published numbers: every ``baselines/*.csv`` (same columns as our rows, ``source=paper:...``)."""
-    files = sorted(directory.glob("*.csv"))
+    files = sorted((directory or BASELINES_DIR).glob("*.csv"))
     if not files:
         return pd.DataFrame()
     frames = [pd.read_csv(f) for f in files]
@@ -67,8 +67,11 @@ def _format_value(row: pd.Series) -> str:
 
 
 def pivot(rows: pd.DataFrame, metrics: list[str] | None = None, include_cost: bool = False,
-          formatted: bool = True) -> pd.DataFrame:
-    """Rows -> one line per (source, identity, varying hyperparameters), one column per metric."""
+          formatted: bool = True, hparams: bool = True) -> pd.DataFrame:
+    """Rows -> one line per (source, identity, varying hyperparameters), one column per metric.
+
+    ``hparams=False`` leaves the hp.* columns out (a single run's summary, where a method and its
+    baselines have different hyperparameters anyway)."""
     data = rows.copy()
     if metrics:
         data = data[data["metric"].isin(metrics)]
@@ -79,9 +82,17 @@ def pivot(rows: pd.DataFrame, metrics: list[str] | None = None, include_cost: bo
     # What was measured is always shown; other identity and hp.* columns only where they vary.
     index = ["source", *ALWAYS_SHOWN]
     candidates = [c for c in IDENTITY_COLUMNS if c not in ALWAYS_SHOWN]
-    candidates += sorted(c for c in data.columns if c.startswith("hp."))
+    if hparams:
+        candidates += sorted(c for c in data.columns if c.startswith("hp."))
     for column in candidates:
-        if column in data.columns and data[column].astype(str).nunique(dropna=False) > 1:
+        if column not in data.columns:
+            continue
+        values = data[column].astype(str)
+        # An hp.* column is shown where it varies within one method (a sweep), not merely
+        # because methods and baselines have different hyperparameters.
+        varies = values.groupby(data["method"]).nunique(dropna=False).max() if column.startswith("hp.") \
+            else values.nunique(dropna=False)
+        if varies > 1:
             index.append(column)
     for column in index:
         data[column] = data[column].astype(object).where(data[column].notna(), "")
@@ -96,11 +107,11 @@ def pivot(rows: pd.DataFrame, metrics: list[str] | None = None, include_cost: bo
 
 
 def render_table(rows: pd.DataFrame, fmt: str = "markdown", metrics: list[str] | None = None,
-                 include_cost: bool = False) -> str:
+                 include_cost: bool = False, hparams: bool = True) -> str:
     """The pivot as Markdown (default), CSV or LaTeX text."""
     if fmt == "csv":
-        return pivot(rows, metrics, include_cost, formatted=False).to_csv()
-    table = pivot(rows, metrics, include_cost)
+        return pivot(rows, metrics, include_cost, formatted=False, hparams=hparams).to_csv()
+    table = pivot(rows, metrics, include_cost, hparams=hparams)
     if fmt == "latex":
         return table.to_latex(escape=True)
     return table.reset_index().to_markdown(index=False)
@@ -112,4 +123,4 @@ def print_summary(rows: pd.DataFrame) -> None:
     if aggregates.empty:
         print("(no aggregate metrics)")
         return
-    print(render_table(aggregates, include_cost=True))
+    print(render_table(aggregates, include_cost=True, hparams=False))

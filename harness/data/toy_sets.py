@@ -1,0 +1,106 @@
+"""Toy-world datasets with the same interface as the COCO-Gen / Unreal-Gen builders.
+
+- ``toy_gen`` / ``toy_unreal``: prompt sets (captions of held-out scenes; ``toy_unreal`` scenes
+  hold a (colour, shape) pair never seen in training). Each record's meta lists the nouns (the
+  shape words), the asked objects as ``[colour, shape]`` pairs, and the scene it describes.
+- ``toy_scenes``: rendered scenes with exact label maps, the "real images" of methods that
+  segment or invert a given image (EmerDiff, DAAM on an image).
+
+Scene ``i`` of a split is a pure function of (split, i, object count), so a record needs no
+stored image: it names its scene and the renderer draws it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harness.data.prompts import PromptRecord, PromptSet, validate_prompt_set
+from harness.errors import ConfigError
+
+DEFAULT_SIZE = 64
+#: Semantic classes of toy_scenes label maps: 0 = background, then one class per shape.
+SCENE_CLASSES = ("background", "circle", "square", "triangle", "star", "heart")
+
+
+def _scenes(dataset_cfg: Any, split: str) -> list[tuple[int, Any]]:
+    from harness.toy.splits import scene_for_index
+
+    params = dict(dataset_cfg.params or {})
+    unknown = set(params) - {"objects"}
+    if unknown:
+        raise ConfigError(f"dataset.params {sorted(unknown)} unknown for {split}; known: objects (1, 2, 3 or null).")
+    objects = params.get("objects")
+    if objects is not None and int(objects) not in (1, 2, 3):
+        raise ConfigError(f"dataset.params.objects must be 1, 2, 3 or null (mixed), not {objects!r}.")
+    size = dataset_cfg.size if dataset_cfg.size is not None else DEFAULT_SIZE
+    start = int(dataset_cfg.seed)  # the seed selects which held-out scenes (a window of indices)
+    return [(index, scene_for_index(split, index, objects)) for index in range(start, start + size)]
+
+
+def build_toy_prompts(dataset_cfg: Any, split: str) -> PromptSet:
+    """Captions of scenes ``seed .. seed + size - 1`` of ``split`` (object count: params.objects)."""
+    from harness.toy.world import caption
+
+    objects = (dataset_cfg.params or {}).get("objects")
+    records = []
+    for index, scene in _scenes(dataset_cfg, split):
+        text = caption(scene).text
+        nouns = list(dict.fromkeys(obj.shape for obj in scene.objects))
+        records.append(PromptRecord(
+            id=f"{split}-{objects or 'mix'}-{index:05d}",
+            prompt=text,
+            seed=index,
+            meta={"nouns": nouns, "objects": [[obj.colour, obj.shape] for obj in scene.objects],
+                  "scene": {"split": split, "index": index, "n_objects": objects}},
+        ))
+    return validate_prompt_set(
+        PromptSet(split, records, builder=f"harness.data.toy_sets:{split}",
+                  params={"size": len(records), "seed": int(dataset_cfg.seed), "objects": objects}),
+        f"dataset={split}",
+    )
+
+
+def build_toy_gen(dataset_cfg: Any) -> PromptSet:
+    """``dataset=toy_gen``: held-out scenes of the training distribution."""
+    return build_toy_prompts(dataset_cfg, "toy_gen")
+
+
+def build_toy_unreal(dataset_cfg: Any) -> PromptSet:
+    """``dataset=toy_unreal``: scenes with (colour, shape) pairs withheld from training."""
+    return build_toy_prompts(dataset_cfg, "toy_unreal")
+
+
+def render_toy_scene(split: str, index: int, n_objects: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 HxWx3, semantic labels int32 HxW: 0 background, 1.. per shape in SCENE_CLASSES)."""
+    from harness.toy.splits import scene_for_index
+    from harness.toy.world import render_scene
+
+    scene = scene_for_index(split, index, n_objects)
+    image, instance = render_scene(scene)
+    classes = np.array([0] + [SCENE_CLASSES.index(obj.shape) for obj in scene.objects], dtype=np.int32)
+    return image, classes[instance]
+
+
+def build_toy_scenes(dataset_cfg: Any) -> PromptSet:
+    """``dataset=toy_scenes``: rendered scenes of ``dataset.split`` (default toy_gen) with exact labels."""
+    from harness.toy.world import caption
+
+    split = dataset_cfg.split if dataset_cfg.split in ("toy_gen", "toy_unreal", "train") else "toy_gen"
+    objects = (dataset_cfg.params or {}).get("objects")
+    records = []
+    for index, scene in _scenes(dataset_cfg, split):
+        records.append(PromptRecord(
+            id=f"scene-{split}-{objects or 'mix'}-{index:05d}",
+            prompt=caption(scene).text,
+            seed=index,
+            meta={"renderer": "harness.data.toy_sets:render_toy_scene",
+                  "renderer_args": {"split": split, "index": index, "n_objects": objects},
+                  "num_classes": len(SCENE_CLASSES), "class_names": list(SCENE_CLASSES)},
+        ))
+    return validate_prompt_set(
+        PromptSet("toy_scenes", records, builder="harness.data.toy_sets:toy_scenes",
+                  params={"split": split, "size": len(records), "seed": int(dataset_cfg.seed), "objects": objects}),
+        "dataset=toy_scenes",
+    )
