@@ -13,6 +13,12 @@ DEMO_EXPERIMENTS = ["smoke", "daam_smoke"]
 #: Experiments on the shipped toy-world model: part of the demo once weights/toy exists.
 TOY_EXPERIMENTS = ["toy_quality", "daam_toy", "emerdiff_toy", "pag_toy"]
 TOY_WEIGHTS = REPO_ROOT / "weights" / "toy" / "model_index.json"
+#: The demo runs each experiment on fewer records than the experiment itself, to stay within
+#: minutes on two CPU cores; `harness run experiment=NAME` runs the full size.
+DEMO_OVERRIDES: dict[str, list[str]] = {
+    "emerdiff_toy": ["dataset.size=4"],
+    "pag_toy": ["dataset.size=8", "metric.fid.real_source_options.n=500"],
+}
 
 
 def demo_experiments() -> list[str]:
@@ -34,7 +40,8 @@ def run_demo(args: list[str]) -> int:
         run_dir = root / experiment
         # Both dirs: an experiment that is a sweep (hydra.mode=MULTIRUN) writes under sweep.dir.
         command = [sys.executable, "-m", "harness.cli", "run", f"experiment={experiment}",
-                   f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}", *args]
+                   f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}",
+                   *DEMO_OVERRIDES.get(experiment, []), *args]
         print(f"==> harness {' '.join(command[3:])}", flush=True)
         completed = subprocess.run(command)
         if completed.returncode != 0:
