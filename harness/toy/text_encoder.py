@@ -13,7 +13,12 @@ loss alone:
 2. object-level contrastive loss: each noun's hidden state vs the CNN features pooled over
    that object's exact mask, so the noun state must identify its object (shape, colour, size);
 3. attribute heads on each noun's state (shape, colour or "not said", size or "not said") and
-   on the word "background" (background colour).
+   on the word "background" (background colour);
+4. optionally (`padding_weight` > 0), uninformative padding: the states of the padding after
+   the end-of-text token are pulled to those of the empty caption. A causal encoder's padding
+   states otherwise summarise the whole caption, and the UNet can read every object from
+   them without looking at any word (run2 put 56% of its cross-attention on padding); constant
+   padding only serves as an attention sink, like Stable Diffusion's start token.
 Adjective states get no loss of their own. The image encoder and heads are thrown away.
 """
 
@@ -30,7 +35,7 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from harness.toy.data import MAX_OBJECTS, ScenePool
-from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, PAD_ID, VOCAB_SIZE, WORD_TO_ID
+from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, PAD_ID, VOCAB_SIZE, WORD_TO_ID, encode
 from harness.toy.world import ALL_COLOURS, OBJECT_COLOURS, SHAPES, SIZES
 
 HIDDEN_SIZE = 128
@@ -122,6 +127,7 @@ def pretrain_text_encoder(
     learning_rate: float = 1e-3,
     seed: int = 0,
     log_every: int = 50,
+    padding_weight: float = 0.0,
 ) -> CLIPTextModel:
     """Pretrain the toy CLIP on the pool, save the text encoder to `out_dir`, return it."""
     torch.manual_seed(seed)
@@ -142,9 +148,20 @@ def pretrain_text_encoder(
         shape_negatives = _hard_negatives(token_ids, pool.noun_position[index], shape_ids, rng)
         colour_negatives = _hard_negatives(token_ids, pool.colour_position[index], colour_ids, rng)
         all_ids = torch.from_numpy(np.concatenate([token_ids, shape_negatives, colour_negatives]))
-        # The encoder is causal: dropping the trailing padding leaves every earlier state unchanged.
-        all_ids = all_ids[:, : int((all_ids == EOS_ID).int().argmax(dim=1).max()) + 1]
+        if padding_weight == 0:
+            # The encoder is causal: dropping the trailing padding leaves every earlier state unchanged.
+            all_ids = all_ids[:, : int((all_ids == EOS_ID).int().argmax(dim=1).max()) + 1]
+        else:
+            # The empty caption rides along as the padding target.
+            all_ids = torch.cat([all_ids, torch.from_numpy(encode(""))[None]])
         hidden = text_encoder(input_ids=all_ids).last_hidden_state  # (3B, L, D)
+        padding_loss = torch.zeros(())
+        if padding_weight > 0:
+            hidden, empty = hidden[:-1], hidden[-1]
+            all_ids = all_ids[:-1]
+            eos_at = (all_ids == EOS_ID).int().argmax(dim=1, keepdim=True)
+            is_padding = torch.arange(all_ids.shape[1])[None] > eos_at
+            padding_loss = (((hidden - empty[None].detach()) ** 2).mean(-1) * is_padding).sum() / is_padding.sum()
         eos_position = (all_ids == EOS_ID).int().argmax(dim=1)
         sentence = heads.text_projection(hidden[torch.arange(len(all_ids)), eos_position])
 
@@ -183,7 +200,7 @@ def pretrain_text_encoder(
                 heads.background(background_states), torch.from_numpy(pool.background[index][has_background].astype(np.int64))
             )
 
-        loss = sentence_loss + object_loss + attribute_loss
+        loss = sentence_loss + object_loss + attribute_loss + padding_weight * padding_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -197,7 +214,7 @@ def pretrain_text_encoder(
                 colour_accuracy = float((heads.colour(noun_states).argmax(1) == colour_target).float().mean())
             entry = {
                 "step": step, "loss": round(float(loss), 4), "sentence": round(float(sentence_loss), 4),
-                "object": round(float(object_loss), 4), "attributes": round(float(attribute_loss), 4),
+                "object": round(float(object_loss), 4), "attributes": round(float(attribute_loss), 4), "padding": round(float(padding_loss), 4),
                 "sentence_accuracy": round(sentence_accuracy, 3), "noun_shape_accuracy": round(shape_accuracy, 3),
                 "noun_colour_accuracy": round(colour_accuracy, 3), "elapsed_s": round(time.time() - start, 1),
             }
@@ -205,7 +222,7 @@ def pretrain_text_encoder(
             print("text_encoder", json.dumps(entry), flush=True)
     out_dir = Path(out_dir)
     text_encoder.save_pretrained(out_dir, safe_serialization=True)
-    summary = {"steps": steps, "batch_size": batch_size, "seed": seed, "wall_s": round(time.time() - start, 1),
+    summary = {"steps": steps, "batch_size": batch_size, "seed": seed, "padding_weight": padding_weight, "wall_s": round(time.time() - start, 1),
                "max_objects": MAX_OBJECTS, "log": log}
     (out_dir / "train_state.json").write_text(json.dumps(summary, indent=1))
     return text_encoder

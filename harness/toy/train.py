@@ -49,6 +49,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=80_000, help="number of pre-rendered training scenes")
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--text-steps", type=int, default=250)
+    parser.add_argument("--padding-weight", type=float, default=1.0,
+                        help="text-encoder pretraining: weight of the uninformative-padding loss (0 = off)")
     parser.add_argument("--unet-steps", type=int, default=6000, help="total UNet steps (a resumed run stops here too)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -250,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         train_autoencoder(pool, run_dir / "vae", steps=args.vae_steps, seed=args.seed)
     vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval().requires_grad_(False)
     if not (run_dir / "text_encoder" / "model.safetensors").exists():
-        pretrain_text_encoder(pool, run_dir / "text_encoder", steps=args.text_steps, seed=args.seed)
+        pretrain_text_encoder(pool, run_dir / "text_encoder", steps=args.text_steps, seed=args.seed,
+                              padding_weight=args.padding_weight)
     text_encoder = CLIPTextModel.from_pretrained(run_dir / "text_encoder").eval().requires_grad_(False)
     train_unet(args, run_dir, pool, vae, text_encoder)
     if args.export is not None:
