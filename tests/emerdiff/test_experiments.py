@@ -33,7 +33,8 @@ def test_the_paper_setting_stops_on_missing_data(compose, store_root, tmp_path):
 def test_toy_experiment_smoke_run_scores_method_and_baselines(compose, store_root, tmp_path):
     from harness.run import run_experiment
 
-    overrides = ["experiment=emerdiff_toy", "model=tiny_random", "smoke=true", "dataset.size=1",
+    # synthetic_segments: flat-colour rectangles, where colour k-means is exact (a known answer).
+    overrides = ["experiment=emerdiff_toy", "model=tiny_random", "dataset=synthetic_segments", "smoke=true", "dataset.size=1",
                  f"store.root={store_root}", f"dataset.path={tmp_path / 'images'}"]
     outcome = run_experiment(compose(overrides), tmp_path / "run")
     rows = outcome.rows[outcome.rows["level"] == "aggregate"].set_index(["method", "metric"])["value"]
