@@ -99,6 +99,8 @@ def pivot(rows: pd.DataFrame, metrics: list[str] | None = None, include_cost: bo
     data["cell"] = data.apply(_format_value, axis=1) if formatted else data["value"]
     table = data.pivot_table(index=index, columns="metric", values="cell", aggfunc="first")
     table.columns.name = None
+    if formatted:  # a metric a run did not measure is an empty cell, not "nan"
+        table = table.fillna("")
     # Ours first, then each paper's line, grouped by the identity that follows.
     table = table.reset_index()
     table["_ours"] = table["source"] != "harness"
