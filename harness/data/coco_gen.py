@@ -25,7 +25,6 @@ is a :class:`~harness.data.prompts.PromptSet` manifest (checksummed) under ``dat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -39,6 +38,7 @@ import numpy as np
 from harness import REPO_ROOT
 from harness.data.prompts import PromptRecord, PromptSet, validate_prompt_set
 from harness.errors import DataError, HarnessError
+from harness.store.samples import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,6 @@ def parse_coco_captions(document: Any, source: str) -> list[Caption]:
 def read_coco_captions(path: str | Path) -> list[Caption]:
     """Read and validate a COCO captions file (``captions_val2014.json``)."""
     return parse_coco_captions(read_json(path, "COCO captions file"), str(path))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

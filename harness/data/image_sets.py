@@ -149,13 +149,6 @@ def _render(record: PromptRecord) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image, dtype=np.uint8), np.asarray(labels)
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file (image identity in sample content addresses)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _seed_for(base_seed: int, index: int) -> int:

@@ -41,13 +41,13 @@ import torch.nn.functional as F
 
 from harness.attention.explicit import finish, merge_heads, project
 from harness.attention.swap import attention_modules, layer_name, swap_processors
-from harness.data.image_sets import file_digest, load_record_image
+from harness.data.image_sets import load_record_image
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.inversion import decode_latents, invert, regenerate, snap_timestep, timestep_grid
 from harness.methods.base import GenerationSettings, Method
 from harness.schemas.emerdiff import MODULATION_TARGETS, EmerDiffConfig
-from harness.store.samples import Sample
+from harness.store.samples import Sample, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class EmerDiff(Method):
     def extra_spec(self, record: PromptRecord) -> dict[str, Any]:
         meta = record.meta
         if "image_path" in meta and Path(meta["image_path"]).is_file():
-            return {"image_sha256": file_digest(meta["image_path"])}
+            return {"image_sha256": file_sha256(meta["image_path"])}
         return {"image_source": {k: meta.get(k) for k in ("image_path", "renderer", "renderer_args")}}
 
     def image_size(self) -> tuple[int, int]:

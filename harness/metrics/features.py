@@ -40,7 +40,6 @@ for) and optionally ``identity() -> str`` (weights checksum / version).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ConfigError, MissingWeightsError
+from harness.store.samples import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,14 @@ DEFAULT_EVALUATOR_MODULE = "harness.toy.evaluator"
 
 
 @lru_cache(maxsize=16)
-def file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file (cached per path, size and modification time)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the cache key so an edited file is hashed again
+    return file_sha256(path)
 
 
 def _checksum(path: Path) -> str:
     stat = path.stat()
-    return file_sha256(str(path), stat.st_size, stat.st_mtime_ns)[:16]
+    return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)[:16]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
