@@ -9,6 +9,7 @@ makes that an error instead). The prompt scored is the one the image was generat
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -84,27 +85,23 @@ class CLIPScore(Metric):
         self.model_id = model_id
         self.required = bool(required)
         self.batch_size = int(batch_size)
-        self._metric: Any = None
-        self._looked = False
         self.skip_note: str | None = None
 
-    @property
+    @cached_property
     def metric(self) -> Any | None:
-        if not self._looked:
-            self._looked = True
-            from torchmetrics.multimodal.clip_score import CLIPScore as TorchmetricsCLIPScore
+        """torchmetrics' CLIPScore on the local CLIP, loaded once; None (with a note) when absent."""
+        from torchmetrics.multimodal.clip_score import CLIPScore as TorchmetricsCLIPScore
 
-            try:
-                model, processor = load_clip(self.model_path, self.model_id)
-            except MissingWeightsError as error:
-                if self.required:
-                    raise
-                self.skip_note = f"clip_score skipped: {error}"
-                log.warning("%s", self.skip_note)
-                return None
-            wrapped = _ProjectedFeatures(model)
-            self._metric = TorchmetricsCLIPScore(model_name_or_path=lambda: (wrapped, processor))
-        return self._metric
+        try:
+            model, processor = load_clip(self.model_path, self.model_id)
+        except MissingWeightsError as error:
+            if self.required:
+                raise
+            self.skip_note = f"clip_score skipped: {error}"
+            log.warning("%s", self.skip_note)
+            return None
+        wrapped = _ProjectedFeatures(model)
+        return TorchmetricsCLIPScore(model_name_or_path=lambda: (wrapped, processor))
 
     def reset(self) -> None:
         self.values: list[float] = []

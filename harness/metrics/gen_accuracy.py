@@ -10,6 +10,7 @@ row, so experiments that list it still run.
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from typing import Any
 
 from harness.data.prompts import PromptRecord
@@ -33,23 +34,22 @@ class GenAccuracy(Metric):
         self.evaluator_module = evaluator_module
         self.weights = weights
         self.device = device
-        self._evaluator = evaluator
-        self._looked = evaluator is not None
         self.skip_note: str | None = None
+        if evaluator is not None:  # given directly: the cached property is already answered
+            self.__dict__["evaluator"] = evaluator
 
-    @property
+    @cached_property
     def evaluator(self) -> Any | None:
-        if not self._looked:
-            self._looked = True
-            try:
-                self._evaluator = load_evaluator(self.evaluator_module, self.device, self.weights)
-                reason = f"the module {self.evaluator_module} does not exist"
-            except MissingWeightsError as error:
-                self._evaluator, reason = None, str(error)
-            if self._evaluator is None:
-                self.skip_note = f"gen_accuracy skipped: no evaluator ({reason})."
-                log.warning("%s", self.skip_note)
-        return self._evaluator
+        """The judge, loaded once; None (with a note) when its module or weights are absent."""
+        try:
+            evaluator = load_evaluator(self.evaluator_module, self.device, self.weights)
+            reason = f"the module {self.evaluator_module} does not exist"
+        except MissingWeightsError as error:
+            evaluator, reason = None, str(error)
+        if evaluator is None:
+            self.skip_note = f"gen_accuracy skipped: no evaluator ({reason})."
+            log.warning("%s", self.skip_note)
+        return evaluator
 
     def reset(self) -> None:
         self.values: list[float] = []
