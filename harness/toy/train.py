@@ -55,6 +55,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=200)
+    parser.add_argument("--decay-steps", type=int, default=0,
+                        help="decay the learning rate linearly to 10%% over the last N UNet steps (0 = constant)")
     parser.add_argument("--caption-dropout", type=float, default=0.1, help="for classifier-free guidance")
     parser.add_argument("--adjective-dropout", type=float, default=0.25,
                         help="probability of removing each object's size/colour word from a training caption")
@@ -120,6 +122,16 @@ def load_ema_unet(run_dir: Path):
     return unet.eval()
 
 
+def learning_rate_at(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, constant, then (with --decay-steps) a linear decay to 10% at --unet-steps."""
+    factor = min(1.0, step / args.warmup_steps)
+    decay_steps = getattr(args, "decay_steps", 0)
+    if decay_steps > 0:
+        remaining = max(0, args.unet_steps - step)
+        factor *= 0.1 + 0.9 * min(1.0, remaining / decay_steps)
+    return args.learning_rate * factor
+
+
 def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> None:
     """The diffusion stage: epsilon prediction on VAE latents, frozen text encoder, EMA, min-SNR weights."""
     torch.manual_seed(args.seed)
@@ -164,7 +176,7 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
     while state["step"] < args.unet_steps:
         step = state["step"] + 1
         for group in optimizer.param_groups:
-            group["lr"] = args.learning_rate * min(1.0, step / args.warmup_steps)
+            group["lr"] = learning_rate_at(step, args)
         index = rng.integers(0, len(pool), args.batch_size)
         mean, std = latents_cache.get(index)
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
