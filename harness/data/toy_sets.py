@@ -2,7 +2,8 @@
 
 - ``toy_gen`` / ``toy_unreal``: prompt sets (captions of held-out scenes; ``toy_unreal`` scenes
   hold a (colour, shape) pair never seen in training). Each record's meta lists the nouns (the
-  shape words), the asked objects as ``[colour, shape]`` pairs, and the scene it describes.
+  shape words), the asked objects as ``[colour, shape]`` pairs (colour None where the caption
+  names none), and the scene it describes.
 - ``toy_scenes``: rendered scenes with exact label maps, the "real images" of methods that
   segment or invert a given image (EmerDiff, DAAM on an image).
 
@@ -52,7 +53,9 @@ def build_toy_prompts(dataset_cfg: Any, split: str) -> PromptSet:
             id=f"{split}-{objects or 'mix'}-{index:05d}",
             prompt=text,
             seed=index,
-            meta={"nouns": nouns, "objects": [[obj.colour, obj.shape] for obj in scene.objects],
+            # Asked objects: the colour only where the caption says it (None: any colour is right).
+            meta={"nouns": nouns, "objects": [[obj.colour if obj.say_colour else None, obj.shape]
+                                              for obj in scene.objects],
                   "scene": {"split": split, "index": index, "n_objects": objects}},
         ))
     return validate_prompt_set(

@@ -120,6 +120,10 @@ class NounMIoU(Metric):
         """Whether a noun is in this metric's vocabulary (all nouns for ``miou``)."""
         return True
 
+    def scored_words(self, record: PromptRecord, truth: dict[str, np.ndarray]) -> list[tuple[str, str | None]]:
+        """(word, lemma) pairs this metric scores: the nouns (see :func:`nouns_of`)."""
+        return nouns_of(record, truth)
+
     def reset(self) -> None:
         self.pairs: dict[float, list[float]] = {tau: [] for tau in [self.threshold, *self.thresholds]}
         self.absent = 0
@@ -132,7 +136,7 @@ class NounMIoU(Metric):
         maps = heat_maps_of(sample)
         scored: list[tuple[str, dict[float, float]]] = []
         absent = missing = 0
-        for noun, lemma in nouns_of(record, truth):
+        for noun, lemma in self.scored_words(record, truth):
             if not self.accepts(noun):
                 continue
             gt = lookup(truth, noun, lemma)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,7 +185,10 @@ class ToyAnnotator:
         from harness.toy.evaluator import load_evaluator
 
         if self._judge is None:
-            self._judge = load_evaluator(self.shape_judge)
+            from harness import REPO_ROOT
+
+            path = Path(self.shape_judge)
+            self._judge = load_evaluator(path if path.is_absolute() else REPO_ROOT / path)
         alone = np.repeat(pixels[None], len(regions), axis=0)
         for k, region in enumerate(regions):
             alone[k][~region] = background

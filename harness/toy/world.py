@@ -213,9 +213,10 @@ def sample_scene_with(
             centre=centre,
             radius=radius,
             say_size=bool(rng.random() < p_say_size),
-            say_colour=bool(rng.random() < p_say_colour),
+            # a required (withheld) pair is always named: otherwise the prompt would not ask for it
+            say_colour=bool(rng.random() < p_say_colour) or slot == required_slot,
         )
-        for (colour, shape), size, centre, radius in zip(pairs, sizes, centres, radii)
+        for slot, ((colour, shape), size, centre, radius) in enumerate(zip(pairs, sizes, centres, radii))
     )
 
     relations = []
