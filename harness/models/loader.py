@@ -134,7 +134,7 @@ def load_pretrained(model_cfg: Any) -> LoadedModel:
     for folder in candidates:
         tried.append(str(folder))
         if (folder / "model_index.json").is_file():
-            pipeline = _from_pretrained(pipeline_class, str(folder), dtype, model_cfg.name)
+            pipeline = _from_pretrained(pipeline_class, str(folder), dtype, model_cfg.name, spec)
             source = str(folder)
             break
     if pipeline is None and not model_cfg.path and not spec.local_dir:
@@ -154,7 +154,8 @@ def load_pretrained(model_cfg: Any) -> LoadedModel:
     return LoadedModel(model_cfg.name, pipeline, fingerprint, device, dtype, height, width)
 
 
-def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name: str) -> Any:
+def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name: str,
+                     spec: ModelSpec | None = None) -> Any:
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
     if "StableDiffusionPipeline" == pipeline_class.__name__:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
@@ -164,7 +165,7 @@ def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name:
         raise MissingWeightsError(
             f"The pipeline folder {folder} for model {name!r} exists but could not be loaded: {error}. "
             "It must be a complete folder written by save_pretrained (model_index.json and every "
-            "component's weights in safetensors)."
+            "component's weights in safetensors)." + (f" {_restore_hint(spec)}" if spec and spec.local_dir else "")
         ) from None
 
 
@@ -180,7 +181,7 @@ def _hub_cache_dir() -> str:
 def _missing_message(name: str, model_id: str, tried: list[str], spec: ModelSpec) -> str:
     places = "\n".join(f"  - {place}" for place in tried)
     if spec.local_dir:
-        how = f"Restore the shipped folder {spec.local_dir} (git checkout -- {spec.local_dir}) or retrain it with `make toy-model`."
+        how = _restore_hint(spec)
     else:
         how = (
             f"Provide the weights in one of two ways: (1) on a machine with network access run "
@@ -189,6 +190,11 @@ def _missing_message(name: str, model_id: str, tried: list[str], spec: ModelSpec
             f"and run with model.path=DIR."
         )
     return f"Weights for model {name!r} ({model_id}) were not found. Looked in:\n{places}\n{how}"
+
+
+def _restore_hint(spec: ModelSpec) -> str:
+    return (f"Restore the shipped folder {spec.local_dir} (git checkout -- {spec.local_dir}) or retrain it "
+            "with `make toy-model`.")
 
 
 def _folder_fingerprint(source: str | None) -> str:

@@ -58,3 +58,53 @@ def test_text_encoder_separates_nouns(pipeline):
     cos = torch.nn.functional.cosine_similarity
     assert cos(circle, small_circle, dim=0) > cos(circle, star, dim=0)
     assert list(encode("a red circle")[:5]) != list(ids[0, :5])  # shipped ids differ from training ids
+
+
+def test_generated_images_follow_the_prompt(pipeline):
+    """Semantic check of the shipped weights: the toy evaluator finds a red circle in the images
+    generated for "a red circle" far more often than in those generated for "a blue square"."""
+    from harness.toy.evaluator import load_evaluator, present_pairs
+
+    evaluator = load_evaluator(WEIGHTS / "evaluator")
+    torch.manual_seed(0)
+    found = {}
+    for prompt in ("a red circle", "a blue square"):
+        images = pipeline([prompt] * 8, num_inference_steps=20, guidance_scale=5.0,
+                          generator=torch.Generator().manual_seed(1), output_type="np").images
+        pairs = present_pairs(evaluator, (images * 255).round().astype(np.uint8))
+        found[prompt] = [("red", "circle") in p for p in pairs], [("blue", "square") in p for p in pairs]
+    red_for_red, blue_for_red = (sum(x) for x in found["a red circle"])
+    red_for_blue, blue_for_blue = (sum(x) for x in found["a blue square"])
+    assert red_for_red >= 6 and red_for_blue <= 1
+    assert blue_for_blue >= 6 and blue_for_red <= 1
+
+
+def _model_cfg(path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"name": "toy", "path": str(path), "model_id": None, "device": "cpu",
+                             "dtype": "float32", "scheduler": None, "height": None, "width": None})
+
+
+def test_truncated_weights_name_the_file_and_the_retrain_command(tmp_path):
+    import shutil
+
+    from harness.errors import MissingWeightsError
+    from harness.models.loader import load_pretrained
+
+    folder = tmp_path / "toy"
+    shutil.copytree(WEIGHTS, folder, ignore=shutil.ignore_patterns("evaluator", "segmenter", "*.png"))
+    unet_file = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    unet_file.write_bytes(unet_file.read_bytes()[:1000])
+    with pytest.raises(MissingWeightsError) as caught:
+        load_pretrained(_model_cfg(folder))
+    assert str(unet_file) in str(caught.value) and "make toy-model" in str(caught.value)
+
+
+def test_missing_weights_name_the_folder(tmp_path):
+    from harness.errors import MissingWeightsError
+    from harness.models.loader import load_pretrained
+
+    with pytest.raises(MissingWeightsError) as caught:
+        load_pretrained(_model_cfg(tmp_path / "absent"))
+    assert str(tmp_path / "absent") in str(caught.value)
