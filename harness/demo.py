@@ -16,6 +16,8 @@ TOY_WEIGHTS = REPO_ROOT / "weights" / "toy" / "model_index.json"
 #: The demo runs each experiment on fewer records than the experiment itself, to stay within
 #: minutes on two CPU cores; `harness run experiment=NAME` runs the full size.
 DEMO_OVERRIDES: dict[str, list[str]] = {
+    "toy_quality": ["dataset.size=48", "metric.evaluator_accuracy.n=200", "metric.annotator_miou.n=100"],
+    "daam_toy": ["dataset.size=24"],
     "emerdiff_toy": ["dataset.size=4"],
     "pag_toy": ["dataset.size=8", "metric.fid.real_source_options.n=500"],
 }

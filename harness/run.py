@@ -148,12 +148,23 @@ def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: dict[str, Sa
                 store: SampleStore) -> dict[str, Sample]:
     """A baseline's prediction for every sample, cached under the sample's key + the baseline's."""
     predictions: dict[str, Sample] = {}
+    # A dataset-level baseline (one fit over every sample, e.g. k-means with dataset-wide cluster
+    # ids) is fitted once before predicting; its predictions are keyed by the whole sample set.
+    dataset_level = getattr(baseline, "dataset_level", False)
+    dataset_key = (content_key({"samples": sorted(keys[r.id] for r in prompt_set.records)})
+                   if dataset_level else None)
+    fitted = False
     for record in tqdm(prompt_set.records, desc=f"baseline ({baseline.name})", unit="sample"):
         spec = {"baseline": baseline.name, "version": baseline.version, "params": baseline.params(),
                 "of": keys[record.id]}
+        if dataset_level:
+            spec["dataset"] = dataset_key
         key = content_key(spec)
         prediction = store.get(key)
         if prediction is None:
+            if dataset_level and not fitted:
+                baseline.fit(prompt_set.records, samples)
+                fitted = True
             began = time.perf_counter()
             prediction = baseline.predict(record, samples[record.id])
             prediction.meta.setdefault("seconds", time.perf_counter() - began)

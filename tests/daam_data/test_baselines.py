@@ -12,7 +12,7 @@ from harness.baselines.detectron2_adapter import (
     Detectron2Segmenter,
     detectron2_available,
 )
-from harness.baselines.kmeans import KMeansHungarian, hungarian_assign
+from harness.baselines.kmeans import KMeansDatasetHungarian, KMeansHungarian, hungarian_assign
 from harness.baselines.maskrcnn import WEIGHTS_FILE, MaskRCNN, coco_category_names
 from harness.baselines.segmentation import detections_to_heatmaps
 from harness.baselines.trivial import CentreBlob, WholeImage, centre_disc
@@ -40,7 +40,7 @@ def two_region_scene(height=12, width=16):
 
 
 def test_every_baseline_is_registered():
-    for name in ("whole_image", "centre_blob", "kmeans_hungarian", "maskrcnn", "clipseg", "detectron2"):
+    for name in ("whole_image", "centre_blob", "kmeans_hungarian", "kmeans_dataset_hungarian", "maskrcnn", "clipseg", "detectron2"):
         assert name in BASELINES
 
 
@@ -82,6 +82,64 @@ def test_kmeans_hungarian_recovers_two_flat_regions_exactly():
     metric = NounMIoU()
     metric.process(record, prediction)
     assert metric.compute()[0].value == 1.0
+
+
+def half_scene(record_id: str, left_noun: str, right_noun: str):
+    """8x8: left half flat red, right half flat blue; GT: left_noun = left, right_noun = right."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, :4] = (200, 30, 30)
+    image[:, 4:] = (30, 40, 210)
+    left = np.zeros((8, 8), bool)
+    left[:, :4] = True
+    record = PromptRecord(record_id, f"a {left_noun} and a {right_noun}", 0, {
+        "nouns": [left_noun, right_noun], "ground_truth": encode_inline({left_noun: left, right_noun: ~left})})
+    return record, Sample(image=image, arrays={}, meta={"words": [left_noun, right_noun]}), left
+
+
+def test_kmeans_dataset_hungarian_matches_cluster_ids_once_over_the_dataset():
+    # red is the circle in two images and the square in one; one matching for the whole set
+    # gives red -> circle, blue -> square, so the odd image scores 0 on both nouns: mIoU 4/6
+    scenes = [half_scene("a", "circle", "square"), half_scene("b", "square", "circle"),
+              half_scene("c", "circle", "square")]
+    records = [record for record, _, _ in scenes]
+    samples = {record.id: sample for record, sample, _ in scenes}
+    baseline = KMeansDatasetHungarian(clusters=2, position_weight=0.0)
+    baseline.fit(records, samples)
+    metric = NounMIoU()
+    for record, sample, left in scenes:
+        prediction = baseline.predict(record, sample)
+        np.testing.assert_array_equal(prediction.arrays["heatmap:circle"], left.astype(np.float32))
+        metric.process(record, prediction)
+    assert metric.compute()[0].value == pytest.approx(4 / 6)
+    # the per-image oracle matches each image on its own and gets every pair right
+    oracle = NounMIoU()
+    for record, sample, _ in scenes:
+        oracle.process(record, KMeansHungarian(clusters=2, position_weight=0.0).predict(record, sample))
+    assert oracle.compute()[0].value == 1.0
+
+
+def test_runner_fits_a_dataset_level_baseline_once_and_caches_by_the_sample_set(tmp_path, monkeypatch):
+    from harness.data.prompts import PromptSet
+    from harness.run import predict_all
+    from harness.store.samples import SampleStore
+
+    scenes = [half_scene("a", "circle", "square"), half_scene("b", "circle", "square")]
+    prompt_set = PromptSet("halves", [record for record, _, _ in scenes])
+    samples = {record.id: sample for record, sample, _ in scenes}
+    keys = {"a": "key-a", "b": "key-b"}
+    store = SampleStore(tmp_path)
+    baseline = KMeansDatasetHungarian(clusters=2, position_weight=0.0)
+    fits = []
+    original_fit = baseline.fit
+    monkeypatch.setattr(baseline, "fit", lambda records, found: (fits.append(len(records)), original_fit(records, found)))
+    first = predict_all(baseline, prompt_set, samples, keys, store)
+    assert fits == [2]
+    again = predict_all(baseline, prompt_set, samples, keys, store)
+    assert fits == [2]  # every prediction came from the store
+    np.testing.assert_array_equal(again["b"].arrays["heatmap:square"], first["b"].arrays["heatmap:square"])
+    # another sample set is another dataset: fitted anew, not served from the cache
+    predict_all(baseline, PromptSet("halves", prompt_set.records[:1]), samples, {"a": "key-a"}, store)
+    assert fits == [2, 1]
 
 
 def test_hungarian_assignment_maximises_total_iou():
