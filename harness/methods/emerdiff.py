@@ -46,7 +46,7 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.inversion import decode_latents, invert, regenerate, snap_timestep, timestep_grid
 from harness.methods.base import GenerationSettings, Method
-from harness.schemas.emerdiff import MODULATION_TARGETS, EmerDiffConfig
+from harness.schemas.emerdiff import DIFFERENCE_NORMALIZATIONS, MODULATION_TARGETS, EmerDiffConfig
 from harness.store.samples import Sample, file_sha256
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,9 @@ class EmerDiff(Method):
         self.options = _as_config(method_cfg)
         if self.options.modulation_target not in MODULATION_TARGETS:
             raise ConfigError(f"method.modulation_target must be one of {MODULATION_TARGETS}, got {self.options.modulation_target!r}")
+        if self.options.difference_normalization not in DIFFERENCE_NORMALIZATIONS:
+            raise ConfigError(f"method.difference_normalization must be one of {DIFFERENCE_NORMALIZATIONS}, "
+                              f"got {self.options.difference_normalization!r}")
         if self.options.clusters < 1:
             raise ConfigError(f"method.clusters must be >= 1, got {self.options.clusters}")
         if self.options.chunk_size < 1:
@@ -302,7 +305,7 @@ class EmerDiff(Method):
             state.inject = opts.attention_injection
             images = self._modulated_images(pipeline, inversion, state, masks, modulation_layer, modulation_step, counting)
         difference = difference_maps(images, opts.clusters, opts.gaussian_sigma)
-        labels = np.argmax(difference, axis=0).astype(np.int32)
+        labels = np.argmax(normalize_differences(difference, masks, opts.difference_normalization), axis=0).astype(np.int32)
 
         arrays: dict[str, np.ndarray] = {"labels": labels, "lowres_clusters": clusters.reshape(feature_grid).astype(np.int32)}
         if opts.save_difference_maps:
@@ -413,6 +416,20 @@ def difference_maps(images: torch.Tensor, clusters: int, sigma: float) -> np.nda
     if sigma > 0:
         maps = np.stack([gaussian_filter(m, sigma=sigma) for m in maps])
     return maps
+
+
+def normalize_differences(maps: np.ndarray, masks: torch.Tensor, how: str) -> np.ndarray:
+    """The (K, H, W) difference maps made comparable across masks before the argmax (see
+    ``DIFFERENCE_NORMALIZATIONS``); ``masks``: the (K, positions) binary low-resolution masks."""
+    if how == "none":
+        return maps
+    if how == "area":
+        area = masks.sum(dim=1).numpy().astype(np.float64)
+        return maps / np.maximum(area, 1.0)[:, None, None]
+    if how == "max":
+        peak = maps.reshape(maps.shape[0], -1).max(axis=1)
+        return maps / np.maximum(peak, 1e-12)[:, None, None]
+    raise ConfigError(f"method.difference_normalization must be one of {DIFFERENCE_NORMALIZATIONS}, got {how!r}")
 
 
 # ---------------------------------------------------------------------------------------------

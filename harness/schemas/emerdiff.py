@@ -12,6 +12,10 @@ from harness.config import MethodConfig, add_schema
 
 #: Where c*M is added: "output" = f(softmax(QK^T)V) + cM (the paper's default), "values" = f(softmax(QK^T)V + cM).
 MODULATION_TARGETS = ("output", "values")
+#: How the K difference maps are made comparable before the argmax: "none" (the paper), "area" (each
+#: map divided by its low-resolution mask's area: change per modulated position), "max" (each map
+#: divided by its own maximum: where a mask's change is relatively strongest). Not in the paper.
+DIFFERENCE_NORMALIZATIONS = ("none", "area", "max")
 
 
 @dataclass
@@ -50,6 +54,8 @@ class EmerDiffConfig(MethodConfig):
     #: [sigma] std (pixels) of the Gaussian filter on the difference maps. The paper's value was not
     #: confirmed; 3 px at 512x512 is our choice (0 switches the filter off)
     gaussian_sigma: float = 3.0
+    #: "none" (the paper: argmax of the raw difference maps), "area" or "max"; see DIFFERENCE_NORMALIZATIONS
+    difference_normalization: str = "none"
     #: modulated trajectories per batched UNet call (2K in all; lower it to fit memory)
     chunk_size: int = 16
     #: run the 2K trajectories one at a time (benchmark and test reference only; same results)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
-from harness.methods.emerdiff import kmeans_clusters, lowres_masks
+from harness.methods.emerdiff import kmeans_clusters, lowres_masks, normalize_differences
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,22 @@ def test_batching_options_do_not_change_the_content_address(make_method, synthet
     assert make_method().sample_spec(record, 1) != make_method(modulation_strength=5.0).sample_spec(record, 1)
 
 
+def test_difference_normalizations_on_a_hand_computed_case():
+    import torch
+
+    # mask 0 covers 3 of 4 positions, mask 1 covers 1; pixel 0 changes 6 vs 3, pixel 1 changes 3 vs 2
+    maps = np.array([[[6.0, 3.0]], [[3.0, 2.0]]])
+    masks = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert np.array_equal(np.argmax(normalize_differences(maps, masks, "none"), axis=0), [[0, 0]])
+    # per modulated position: [2, 1] vs [3, 2] -> mask 1 wins both pixels
+    np.testing.assert_allclose(normalize_differences(maps, masks, "area"), [[[2.0, 1.0]], [[3.0, 2.0]]])
+    # relative to each map's peak: [1, 0.5] vs [1, 2/3] -> a tie at pixel 0 (first wins), mask 1 at pixel 1
+    np.testing.assert_allclose(normalize_differences(maps, masks, "max"), [[[1.0, 0.5]], [[1.0, 2 / 3]]])
+    assert np.array_equal(np.argmax(normalize_differences(maps, masks, "max"), axis=0), [[0, 1]])
+    with pytest.raises(ConfigError, match="difference_normalization"):
+        normalize_differences(maps, masks, "softmax")
+
+
 def test_kmeans_is_deterministic_given_the_seed():
     features = np.random.default_rng(0).normal(size=(64, 16))
     first = kmeans_clusters(features, 5, seed=11, restarts=1)
@@ -132,6 +148,8 @@ def test_bad_options_are_refused_at_construction(make_method):
         make_method(modulation_target="keys")
     with pytest.raises(ConfigError, match="clusters"):
         make_method(clusters=0)
+    with pytest.raises(ConfigError, match="difference_normalization"):
+        make_method(difference_normalization="softmax")
 
 
 def test_attention_injection_is_active(make_method, reference):
