@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from harness.bench import torch_threads
+
 #: Work per measurement: a CFG batch of one 64x64 image, 4 DDIM steps.
 PROMPT = "a red cat near a green tree"
 STEPS = 4
@@ -58,13 +60,9 @@ def measure(repeats: int = REPEATS) -> dict[str, float]:
     from harness.models.tiny import build_tiny_random
 
     pipeline = build_tiny_random()
-    threads = torch.get_num_threads()
     # One thread: on a shared machine, multi-threaded timings of a tiny model are mostly contention noise.
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _measure(pipeline, repeats)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure(pipeline: Any, repeats: int) -> dict[str, float]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from harness.bench import torch_threads
+
 SIZE = 64
 STEPS = 10
 CLUSTERS = 8
@@ -39,12 +41,8 @@ def _method(model: Any, one_at_a_time: bool) -> Any:
 def run(report: dict) -> None:
     # One torch thread: on the shared 2-core machine two threads contend with other jobs and made
     # every call 3-10x slower and noisier (measured); the ratio is what this bench reports.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         _measure(report)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure(report: dict) -> None:

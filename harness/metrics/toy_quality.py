@@ -120,9 +120,8 @@ class EvaluatorAccuracy(_SplitMetric):
         self.weights, self.degraded = weights, bool(degraded)
 
     def compute(self) -> list[MetricResult]:
-        from harness.toy.evaluator import load_evaluator, single_object_accuracy
-
         from harness import REPO_ROOT
+        from harness.toy.evaluator import load_evaluator, single_object_accuracy
 
         weights = Path(self.weights) if Path(self.weights).is_absolute() else REPO_ROOT / self.weights
         accuracy = single_object_accuracy(load_evaluator(weights), self.split, self.n, degraded=self.degraded)

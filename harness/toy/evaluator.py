@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from harness.errors import MissingWeightsError
+from harness.toy.fit import fit, load_weights
 from harness.toy.splits import ALL_PAIRS
 
 WEIGHTS_FILE = "evaluator.safetensors"
@@ -97,34 +95,18 @@ def train_evaluator(pool, out_dir: Path, steps: int = 1000, batch_size: int = 64
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     model = ToyEvaluator()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    start = time.time()
-    for step in range(1, steps + 1):
+
+    def batch_loss(step: int) -> torch.Tensor:
         index = rng.integers(0, len(pool), batch_size)
         images = degrade(images_to_tensor(pool.images[index]), generator)
-        loss = F.binary_cross_entropy_with_logits(model(images), pair_targets(pool, index))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0:
-            print("evaluator", json.dumps({"step": step, "loss": round(float(loss.detach()), 4),
-                                           "elapsed_s": round(time.time() - start, 1)}), flush=True)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), out_dir / WEIGHTS_FILE)
-    return model.eval()
+        return F.binary_cross_entropy_with_logits(model(images), pair_targets(pool, index))
+
+    return fit(model, batch_loss, steps, 2e-3, "evaluator", Path(out_dir) / WEIGHTS_FILE)
 
 
 def load_evaluator(directory: Path) -> ToyEvaluator:
-    """Load the evaluator from `directory`, with a clear error when its weights are missing."""
-    path = Path(directory) / WEIGHTS_FILE
-    if not path.exists():
-        raise MissingWeightsError(f"toy evaluator weights not found at {path}; train them with `{RETRAIN_COMMAND}`")
-    model = ToyEvaluator()
-    model.load_state_dict(load_file(path))
-    return model.eval()
+    """Load the evaluator from `directory`; a missing or unreadable file raises :class:`MissingWeightsError`."""
+    return load_weights(ToyEvaluator(), Path(directory) / WEIGHTS_FILE, "evaluator", RETRAIN_COMMAND)
 
 
 @torch.no_grad()

@@ -22,12 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from harness.data.toy_sets import SCENE_CLASSES
-from harness.errors import MissingWeightsError
+from harness.toy.fit import fit, load_weights
 
 WEIGHTS_FILE = "segmenter.safetensors"
 METRICS_FILE = "metrics.json"
@@ -90,43 +88,22 @@ def train_segmenter(pool, out_dir: Path, steps: int = 1500, batch_size: int = 32
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     model = ToySegmenter()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
-    start = time.time()
-    model.train()
-    for step in range(1, steps + 1):
+
+    def batch_loss(step: int) -> torch.Tensor:
         index = rng.integers(0, len(pool), batch_size)
         images = images_to_tensor(pool.images[index])
         # A quarter of each batch stays clean, so exact renders are in distribution too.
         degraded = degrade(images, generator)
         keep_clean = torch.rand(batch_size, generator=generator) < 0.25
         images = torch.where(keep_clean[:, None, None, None], images, degraded)
-        loss = F.cross_entropy(model(images), semantic_labels(pool, index))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0:
-            print("segmenter", json.dumps({"step": step, "loss": round(float(loss.detach()), 4),
-                                           "elapsed_s": round(time.time() - start, 1)}), flush=True)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), out_dir / WEIGHTS_FILE)
-    return model.eval()
+        return F.cross_entropy(model(images), semantic_labels(pool, index))
+
+    return fit(model, batch_loss, steps, learning_rate, "segmenter", Path(out_dir) / WEIGHTS_FILE)
 
 
 def load_segmenter(directory: Path) -> ToySegmenter:
     """Load the segmenter from ``directory``; a missing or unreadable file raises :class:`MissingWeightsError`."""
-    path = Path(directory) / WEIGHTS_FILE
-    if not path.is_file():
-        raise MissingWeightsError(f"toy segmenter weights not found at {path}; train them with `{RETRAIN_COMMAND}`")
-    model = ToySegmenter()
-    try:
-        model.load_state_dict(load_file(path))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
-        raise MissingWeightsError(f"toy segmenter weights at {path} are unreadable or do not fit the network ({error}); "
-                                  f"train them again with `{RETRAIN_COMMAND}`") from None
-    return model.eval()
+    return load_weights(ToySegmenter(), Path(directory) / WEIGHTS_FILE, "segmenter", RETRAIN_COMMAND)
 
 
 @torch.no_grad()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.bench import torch_threads
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Tiny models run several times faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

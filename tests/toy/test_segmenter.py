@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from harness.bench import torch_threads
 from harness.data.prompts import PromptRecord
 from harness.data.toy_sets import SCENE_CLASSES
 from harness.errors import MissingWeightsError
@@ -30,10 +30,8 @@ WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "toy" / "segmenter"
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
