@@ -116,21 +116,29 @@ def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
     return reloaded
 
 
-def write_loss_curve(run_dir: Path, png: Path) -> None:
-    """Plot the UNet training loss (run_dir/unet_log.jsonl) to `png`."""
+def write_loss_curve(run_dirs: Path | list[Path], png: Path) -> None:
+    """Plot the UNet training loss (``unet_log.jsonl`` of each run, in training order: a run
+    started with ``--init-from`` continues the step count of the one before) to ``png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (Path(run_dir) / "unet_log.jsonl").read_text().splitlines() if line]
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    for run_dir in run_dirs:
+        log = Path(run_dir) / "unet_log.jsonl"
+        if not log.is_file():
+            raise FileNotFoundError(f"no UNet training log at {log}")
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line]
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1, label=Path(run_dir).name)
     ax.set_xlabel("UNet step (batch 32)")
     ax.set_ylabel("min-SNR-5 weighted MSE (25-step mean)")
     ax.set_yscale("log")
     ax.set_title("toy UNet training loss")
     ax.grid(alpha=0.3)
+    if len(run_dirs) > 1:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -142,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--earlier-runs", type=Path, nargs="*", default=[],
+                        help="run folders this run continued from (--init-from), oldest first, for the loss curve")
     args = parser.parse_args(argv)
     export_pipeline(args.run_dir, args.out_dir)
-    write_loss_curve(args.run_dir, args.out_dir / "loss_curve.png")
+    write_loss_curve([*args.earlier_runs, args.run_dir], args.out_dir / "loss_curve.png")
     return 0
 
 
