@@ -116,7 +116,7 @@ def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
     return reloaded
 
 
-def write_loss_curve(run_dirs: Path | list[Path], png: Path) -> None:
+def write_loss_curve(run_dirs: list[Path], png: Path) -> None:
     """Plot the UNet training loss (``unet_log.jsonl`` of each run, in training order: a run
     started with ``--init-from`` continues the step count of the one before) to ``png``."""
     import matplotlib
@@ -124,7 +124,6 @@ def write_loss_curve(run_dirs: Path | list[Path], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for run_dir in run_dirs:
         log = Path(run_dir) / "unet_log.jsonl"
