@@ -33,6 +33,18 @@ from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+
+_LOGGED: set[tuple[str, str]] = set()
+
+
+def log_once(logger: logging.Logger, note: str) -> None:
+    """Log ``note`` at INFO the first time this process sees it: per-image notes (a snapped
+    timestep, a substituted layer) are the same for every image of a run and stay in each
+    sample's ``meta.notes``."""
+    if (logger.name, note) not in _LOGGED:
+        _LOGGED.add((logger.name, note))
+        logger.info(note)
+
 #: Called before every UNet evaluation with (step index in the grid, timestep); methods use it to
 #: tell their attention processors where in the trajectory they are.
 StepCallback = Callable[[int, int], None]
@@ -99,7 +111,7 @@ def snap_timestep(timestep: int, grid: torch.Tensor, what: str = "timestep") -> 
     if snapped != int(timestep):
         note = (f"{what}={timestep} is not on the {len(values)}-step grid; snapped to the nearest grid "
                 f"timestep {snapped} (step {index} of {len(values)}).")
-        log.info(note)
+        log_once(log, note)
     return index, snapped, note
 
 

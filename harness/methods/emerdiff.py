@@ -44,7 +44,7 @@ from harness.attention.swap import attention_modules, layer_name, swap_processor
 from harness.data.image_sets import load_record_image
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
-from harness.inversion import decode_latents, invert, regenerate, snap_timestep, timestep_grid
+from harness.inversion import decode_latents, invert, log_once, regenerate, snap_timestep, timestep_grid
 from harness.methods.base import GenerationSettings, Method
 from harness.schemas.emerdiff import DIFFERENCE_NORMALIZATIONS, MODULATION_TARGETS, EmerDiffConfig
 from harness.store.samples import Sample, file_sha256
@@ -197,7 +197,7 @@ def resolve_layer(requested: str, index: int, state: _State, latent_hw: tuple[in
     if index >= len(block):
         note = (f"method.{what}_index={index} but the {best}x{best}-grid up block has {len(block)} cross-attention "
                 f"layer(s); using the last, {block[-1]}")
-        log.info(note)
+        log_once(log, note)
         notes.append(note)
         index = len(block) - 1
     return block[index]
@@ -362,7 +362,7 @@ class EmerDiff(Method):
             from PIL import Image
 
             note = f"image resized from {image.shape[1]}x{image.shape[0]} to {width}x{height} (W x H)"
-            log.info(note)
+            log_once(log, note)
             notes.append(note)
             image = np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
         return image

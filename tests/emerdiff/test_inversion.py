@@ -61,3 +61,13 @@ def test_off_grid_timesteps_snap_to_the_nearest_with_a_note(tiny_model):
     assert (index, value) == (2, 251) and "snapped" in note and "281" in note
     assert snap_timestep(376, grid)[1] == 251  # a tie (125 either way) goes to the less noisy step
     assert snap_timestep(0, grid)[:2] == (3, 1)
+
+
+def test_a_snapping_note_is_logged_once_per_process_but_returned_every_time(tiny_model, caplog):
+    import logging
+
+    grid = timestep_grid(tiny_model.pipeline, 4)
+    with caplog.at_level(logging.INFO, logger="harness.inversion"):
+        notes = [snap_timestep(283, grid, "method.test_once")[2] for _ in range(3)]
+    assert notes[0] is not None and notes.count(notes[0]) == 3
+    assert sum("method.test_once=283" in record.getMessage() for record in caplog.records) == 1
