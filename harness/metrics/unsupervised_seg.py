@@ -21,6 +21,8 @@ Definitions (the unsupervised protocol of IIC / PiCIE / STEGO, also used to repo
 5. ``miou_hungarian`` = mean of IoU_c over the classes with a non-empty union (classes never seen
    and never predicted are left out, STEGO's nan-mean); ``pixel_accuracy`` = matched pixels / all
    non-ignored pixels.
+6. Interval: a 95% percentile bootstrap over images (``bootstrap`` resamples, seeded; 0 = none):
+   each resample recomputes the figure from its images' confusion matrices, matching included.
 
 Both are reported in [0, 1] (x100 for the papers' percentages).
 """
@@ -35,6 +37,7 @@ from scipy.optimize import linear_sum_assignment
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import Metric
+from harness.metrics.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -127,15 +130,21 @@ class _UnsupervisedSegmentation(Metric):
 
     result_key = ""
 
-    def __init__(self, matching: str = "dataset", labels_key: str = "labels", num_classes: int | None = None) -> None:
+    def __init__(self, matching: str = "dataset", labels_key: str = "labels", num_classes: int | None = None,
+                 bootstrap: int = 1000, seed: int = 0) -> None:
         if matching not in MATCHINGS:
             raise ConfigError(f"metric.{self.name}.matching must be one of {MATCHINGS}, got {matching!r}")
+        if bootstrap < 0:
+            raise ConfigError(f"metric.{self.name}.bootstrap must be >= 0 (0: no interval), got {bootstrap}")
         self.matching = matching
+        self.bootstrap = int(bootstrap)
+        self.seed = int(seed)
         self.labels_key = labels_key
         self.num_classes = num_classes
 
     def reset(self) -> None:
         self.confusions: list[np.ndarray] = []
+        self._per_image: tuple[np.ndarray, np.ndarray] | None = None
 
     def process(self, record: PromptRecord, sample: Sample) -> None:
         from harness.data.image_sets import load_record_labels
@@ -153,8 +162,23 @@ class _UnsupervisedSegmentation(Metric):
 
     def compute(self) -> list[MetricResult]:
         scores = _scores(self.confusions, self.matching)
-        return [MetricResult(self.name, scores[self.result_key], len(self.confusions),
-                             definition=f"{self.definition} (Hungarian matching per {self.matching})")]
+        low, high = bootstrap_ci(len(self.confusions), self._resampled, self.bootstrap, seed=self.seed)
+        interval = f"; 95% percentile bootstrap over images, {self.bootstrap} resamples" if low is not None else ""
+        return [MetricResult(self.name, scores[self.result_key], len(self.confusions), low, high,
+                             definition=f"{self.definition} (Hungarian matching per {self.matching}{interval})")]
+
+    def _resampled(self, indices: np.ndarray) -> float:
+        if self.matching == "dataset":
+            return _scores([self.confusions[i] for i in indices], self.matching)[self.result_key]
+        # Per-image matching does not depend on the other images: match each image once, then
+        # a resample only sums its images' (TP, FP, FN) and pixel counts.
+        if self._per_image is None or len(self._per_image[0]) != len(self.confusions):
+            width = max(c.shape[0] for c in self.confusions)
+            padded = [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in self.confusions]
+            counts = np.stack([np.stack(matched_counts(c, hungarian_match(c))) for c in padded])
+            self._per_image = (counts, np.array([c.sum() for c in padded]))
+        counts, pixels = self._per_image
+        return scores_from_counts(*counts[indices].sum(axis=0), int(pixels[indices].sum()))[self.result_key]
 
 
 class MiouHungarian(_UnsupervisedSegmentation):

@@ -100,3 +100,52 @@ def test_metric_classes_accumulate_to_the_functional_result(tmp_path, matching):
 def test_metric_options_are_checked():
     with pytest.raises(ConfigError, match="matching"):
         MiouHungarian(matching="global")
+
+
+def _fed(metric_class, matching, tmp_path, targets=TARGETS, predictions=PREDICTIONS, **options):
+    metric = metric_class(matching=matching, **options)
+    metric.reset()
+    for index, (target, predicted) in enumerate(zip(targets, predictions)):
+        path = tmp_path / f"labels-{matching}-{index}.png"
+        Image.fromarray(np.where(target < 0, 255, target).astype(np.uint8)).save(path)
+        record = PromptRecord(f"r{index}", "x", 0, {"label_path": str(path), "num_classes": 3})
+        metric.process(record, Sample(arrays={"labels": predicted.astype(np.int32)}))
+    return metric
+
+
+def test_bootstrap_interval_by_hand(tmp_path):
+    # Two images: a resample is {1, 1}, {2, 2} (a quarter of the resamples each) or {1, 2}.
+    # Image 1 alone (k0->0, k1->1): IoU = [2/3, 1/2, -] -> 7/12, pixel accuracy 3/4.
+    # Image 2 alone: everything right -> 1 and 1. So the 2.5% and 97.5% percentiles are exactly those.
+    (miou,) = _fed(MiouHungarian, "image", tmp_path).compute()
+    assert (miou.ci_low, miou.ci_high) == (pytest.approx(7 / 12), pytest.approx(1.0))
+    assert "bootstrap" in miou.definition
+    (accuracy,) = _fed(PixelAccuracy, "image", tmp_path).compute()
+    assert (accuracy.ci_low, accuracy.ci_high) == (pytest.approx(0.75), pytest.approx(1.0))
+
+
+@pytest.mark.parametrize("matching", ["dataset", "image"])
+def test_bootstrap_interval_invariants(tmp_path, matching):
+    rng = np.random.default_rng(3)
+    targets = [rng.integers(0, 3, (4, 4)) for _ in range(12)]
+    predictions = [np.where(rng.random((4, 4)) < 0.7, t, rng.integers(0, 3, (4, 4))) for t in targets]
+    metric = _fed(MiouHungarian, matching, tmp_path, targets, predictions)
+    (result,) = metric.compute()
+    assert result.ci_low <= result.value <= result.ci_high and result.ci_low < result.ci_high
+    assert metric.compute()[0].ci_low == result.ci_low  # seeded: the same interval every time
+    # the per-image shortcut gives what recomputing the resampled images from scratch gives
+    for _ in range(5):
+        indices = rng.integers(0, 12, 12)
+        expected = unsupervised_segmentation_scores([predictions[i] for i in indices], [targets[i] for i in indices],
+                                                    3, matching)["miou"]
+        assert metric._resampled(indices) == pytest.approx(expected)
+    # identical images: nothing varies between resamples
+    (same,) = _fed(MiouHungarian, matching, tmp_path, targets[:1] * 5, predictions[:1] * 5).compute()
+    assert same.ci_low == pytest.approx(same.value) and same.ci_high == pytest.approx(same.value)
+    (off,) = _fed(MiouHungarian, matching, tmp_path, targets, predictions, bootstrap=0).compute()
+    assert off.ci_low is None and off.value == result.value
+
+
+def test_bootstrap_option_is_checked():
+    with pytest.raises(ConfigError, match="bootstrap"):
+        MiouHungarian(bootstrap=-1)
