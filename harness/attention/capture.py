@@ -104,7 +104,7 @@ class CrossAttentionCapture:
         if temb is not None:
             kwargs["temb"] = temb
         output = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-        if encoder_hidden_states is not None and self.tracer.capturing:
+        if encoder_hidden_states is not None and self.tracer.capturing and self.tracer.wants(self.name):
             with torch.no_grad():
                 self._capture(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         return output
@@ -136,7 +136,9 @@ class CrossAttentionCapture:
             query = attn.norm_q(query)
         if getattr(attn, "norm_k", None) is not None:
             key = attn.norm_k(key)
-        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+        # The scale goes on the keys (tokens x head_dim), not on the scores (positions x tokens):
+        # one pass over a far smaller tensor.
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2).mul(attn.scale))
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
             scores = scores + mask.view(batch, heads, -1, mask.shape[-1])[rows].float()
@@ -292,6 +294,14 @@ class AttentionTracer:
                 return h, w, factor
             factor *= 2
         raise RuntimeError(f"layer {name}: {positions} positions match no downsampling of the {height}x{width} latent")
+
+    def wants(self, name: str) -> bool:
+        """False once layer ``name``'s map size is known to be excluded (its maps are not computed)."""
+        seen = self.seen_sizes.get(name)
+        if seen is None:
+            return True
+        factor = seen[2]
+        return not ((self.factors is not None and factor not in self.factors) or factor in self.exclude_factors)
 
     def add(self, name: str, probabilities: torch.Tensor, spatial: tuple[int, int] | None = None) -> None:
         """Add one call's probabilities ``(images, heads, h*w, tokens)`` of layer ``name``."""

@@ -215,3 +215,25 @@ def test_sdxl_shaped_unet_with_an_odd_latent():
     for name, layer in tracer.sums.items():
         expected = reference[name].view(2, 4, 88, 77)[1:, :, :, :10]
         torch.testing.assert_close(layer.total, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_layers_of_an_excluded_size_are_computed_once_then_skipped(tiny, monkeypatch):
+    """exclude_factors: a layer's size is learnt at its first call; after that its maps are not computed.
+    The maps equal those of a tracer that never wraps the excluded layers (chosen by name instead)."""
+    from harness.attention import capture
+
+    calls: dict[str, int] = {}
+    original = capture.CrossAttentionCapture._capture
+
+    def counting(self, *args, **kwargs):
+        calls[self.name] = calls.get(self.name, 0) + 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(capture.CrossAttentionCapture, "_capture", counting)
+    _, skipping = _run(tiny, PROMPTS[:1], SEEDS[:1], 7.5, 0.0, exclude_factors=[1])
+    kept = sorted(skipping.sums)
+    excluded = sorted(set(calls) - set(kept))
+    assert kept and excluded
+    assert all(calls[name] == 1 for name in excluded) and all(calls[name] == STEPS for name in kept)
+    _, by_name = _run(tiny, PROMPTS[:1], SEEDS[:1], 7.5, 0.0, layers=kept, exclude_factors=[])
+    torch.testing.assert_close(skipping.token_maps(), by_name.token_maps(), rtol=0, atol=0)
