@@ -142,7 +142,7 @@ METRICS.register("evaluator_accuracy", "harness.metrics.toy_quality:EvaluatorAcc
 METRICS.register("annotator_miou", "harness.metrics.toy_quality:AnnotatorMIoU")
 BASELINES.register("whole_image", "harness.baselines.trivial:WholeImage")
 BASELINES.register("centre_blob", "harness.baselines.trivial:CentreBlob")
-BASELINES.register("kmeans_hungarian", "harness.baselines.kmeans:KMeansHungarian")
+BASELINES.register("kmeans_oracle_hungarian", "harness.baselines.kmeans:KMeansOracleHungarian")
 BASELINES.register("kmeans_dataset_hungarian", "harness.baselines.kmeans:KMeansDatasetHungarian")
 BASELINES.register("maskrcnn", "harness.baselines.maskrcnn:MaskRCNN")
 BASELINES.register("toy_segmenter", "harness.baselines.toy_segmenter:ToySegmenter")

@@ -1,4 +1,6 @@
-"""``kmeans_hungarian``: unsupervised clustering + Hungarian matching (the PiCIE+H protocol's shape).
+"""``kmeans_oracle_hungarian``: k-means regions named per image with the ground truth.
+
+An oracle upper bound for k-means regions; the PiCIE+H protocol proper is ``kmeans_dataset_hungarian``.
 
 1. Pixel features: RGB in [0, 1] and the pixel's position (y / H, x / W) times
    ``position_weight``, on the image resized (bilinear) so its longer side is at most
@@ -95,16 +97,16 @@ def hungarian_assign(labels: np.ndarray, truths: list[np.ndarray]) -> list[int |
     return assigned
 
 
-class KMeansHungarian(WordMapBaseline):
+class KMeansOracleHungarian(WordMapBaseline):
     """k-means over colour + position, clusters matched to words with the ground truth (module docstring)."""
 
-    name = "kmeans_hungarian"
+    name = "kmeans_oracle_hungarian"
     version = "1"
 
     def __init__(self, model=None, clusters: int = 5, position_weight: float = 0.5, max_side: int = 96,
                  n_init: int = 4, seed: int = 0, ground_truth: Any = None) -> None:
         if int(clusters) < 1:
-            raise ConfigError(f"baseline.kmeans_hungarian.clusters must be >= 1, got {clusters}.")
+            raise ConfigError(f"baseline.kmeans_oracle_hungarian.clusters must be >= 1, got {clusters}.")
         options = {"clusters": int(clusters), "position_weight": float(position_weight), "max_side": int(max_side),
                    "n_init": int(n_init), "seed": int(seed)}
         if isinstance(ground_truth, str):

@@ -12,7 +12,7 @@ from harness.baselines.detectron2_adapter import (
     Detectron2Segmenter,
     detectron2_available,
 )
-from harness.baselines.kmeans import KMeansDatasetHungarian, KMeansHungarian, hungarian_assign
+from harness.baselines.kmeans import KMeansDatasetHungarian, KMeansOracleHungarian, hungarian_assign
 from harness.baselines.maskrcnn import WEIGHTS_FILE, MaskRCNN, coco_category_names
 from harness.baselines.segmentation import detections_to_heatmaps
 from harness.baselines.trivial import CentreBlob, WholeImage, centre_disc
@@ -40,7 +40,7 @@ def two_region_scene(height=12, width=16):
 
 
 def test_every_baseline_is_registered():
-    for name in ("whole_image", "centre_blob", "kmeans_hungarian", "kmeans_dataset_hungarian", "maskrcnn", "clipseg", "detectron2"):
+    for name in ("whole_image", "centre_blob", "kmeans_oracle_hungarian", "kmeans_dataset_hungarian", "maskrcnn", "clipseg", "detectron2"):
         assert name in BASELINES
 
 
@@ -75,7 +75,7 @@ def test_centre_blob_is_the_centred_disc():
 
 def test_kmeans_hungarian_recovers_two_flat_regions_exactly():
     record, sample, left = two_region_scene()
-    prediction = KMeansHungarian(clusters=2).predict(record, sample)
+    prediction = KMeansOracleHungarian(clusters=2).predict(record, sample)
     np.testing.assert_array_equal(prediction.arrays["heatmap:dog"], left.astype(np.float32))
     np.testing.assert_array_equal(prediction.arrays["heatmap:car"], (~left).astype(np.float32))
     assert not prediction.arrays["heatmap:tree"].any()  # absent in GT: nothing assigned
@@ -114,7 +114,7 @@ def test_kmeans_dataset_hungarian_matches_cluster_ids_once_over_the_dataset():
     # the per-image oracle matches each image on its own and gets every pair right
     oracle = NounMIoU()
     for record, sample, _ in scenes:
-        oracle.process(record, KMeansHungarian(clusters=2, position_weight=0.0).predict(record, sample))
+        oracle.process(record, KMeansOracleHungarian(clusters=2, position_weight=0.0).predict(record, sample))
     assert oracle.compute()[0].value == 1.0
 
 
@@ -197,8 +197,8 @@ def test_maskrcnn_missing_weights_message_names_file_places_and_remedy(tmp_path)
 def test_build_baselines_checks_options_by_name():
     with pytest.raises(ConfigError, match="radius"):
         build_baselines({"centre_blob": {"radious": 0.2}}, None)
-    built = build_baselines({"whole_image": None, "kmeans_hungarian": {"clusters": 3}}, None)
-    assert [b.name for b in built] == ["whole_image", "kmeans_hungarian"]
+    built = build_baselines({"whole_image": None, "kmeans_oracle_hungarian": {"clusters": 3}}, None)
+    assert [b.name for b in built] == ["whole_image", "kmeans_oracle_hungarian"]
     assert built[1].params()["clusters"] == 3
 
 

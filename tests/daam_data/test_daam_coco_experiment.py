@@ -13,7 +13,8 @@ def test_daam_coco_states_the_paper_setting(compose):
     assert cfg.generation.steps == 30
     assert cfg.dataset.name == "coco_gen" and cfg.method.name == "daam"
     assert dict(cfg.metric) == {"miou": {"threshold": 0.4}, "miou80": {"threshold": 0.4}}
-    assert {"whole_image", "centre_blob", "kmeans_hungarian", "maskrcnn", "clipseg"} <= set(cfg.baseline)
+    assert {"whole_image", "centre_blob", "kmeans_oracle_hungarian", "kmeans_dataset_hungarian", "maskrcnn",
+            "clipseg"} <= set(cfg.baseline)
     unreal = compose(["experiment=daam_coco", "dataset=unreal_gen"])
     assert unreal.dataset.name == "unreal_gen" and unreal.model.name == "sd2_base"
 
