@@ -33,7 +33,6 @@ from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-
 _LOGGED: set[tuple[str, str]] = set()
 
 
@@ -44,6 +43,7 @@ def log_once(logger: logging.Logger, note: str) -> None:
     if (logger.name, note) not in _LOGGED:
         _LOGGED.add((logger.name, note))
         logger.info(note)
+
 
 #: Called before every UNet evaluation with (step index in the grid, timestep); methods use it to
 #: tell their attention processors where in the trajectory they are.

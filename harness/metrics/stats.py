@@ -37,7 +37,7 @@ def bootstrap_ci(count: int, statistic: Callable[[np.ndarray], float], resamples
     if count < 2 or resamples <= 0:
         return None, None
     indices = np.arange(count)
-    if statistic(indices) != statistic(indices):  # nan: nothing to resample
+    if math.isnan(statistic(indices)):  # nothing to score, nothing to resample
         return None, None
     result = stats.bootstrap((indices,), statistic, n_resamples=int(resamples), confidence_level=confidence,
                              method="percentile", vectorized=False, rng=np.random.default_rng(seed))
