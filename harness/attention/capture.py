@@ -298,10 +298,11 @@ class AttentionTracer:
     def wants(self, name: str) -> bool:
         """False once layer ``name``'s map size is known to be excluded (its maps are not computed)."""
         seen = self.seen_sizes.get(name)
-        if seen is None:
-            return True
-        factor = seen[2]
-        return not ((self.factors is not None and factor not in self.factors) or factor in self.exclude_factors)
+        return seen is None or not self._excluded(seen[2])
+
+    def _excluded(self, factor: int) -> bool:
+        """Maps at latent size / ``factor`` are left out (``factors`` / ``exclude_factors``)."""
+        return (self.factors is not None and factor not in self.factors) or factor in self.exclude_factors
 
     def add(self, name: str, probabilities: torch.Tensor, spatial: tuple[int, int] | None = None) -> None:
         """Add one call's probabilities ``(images, heads, h*w, tokens)`` of layer ``name``."""
@@ -311,7 +312,7 @@ class AttentionTracer:
             h, w = spatial
             factor = max(1, round(self.latent_size[0] / h)) if self.latent_size else 1
         self.seen_sizes[name] = (h, w, factor)
-        if (self.factors is not None and factor not in self.factors) or factor in self.exclude_factors:
+        if self._excluded(factor):
             return
         if self.heads is not None:
             if max(self.heads) >= probabilities.shape[1]:

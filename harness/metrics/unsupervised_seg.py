@@ -108,21 +108,34 @@ def unsupervised_segmentation_scores(predictions: list[np.ndarray], targets: lis
     return _scores(confusions, matching)
 
 
+def _padded(confusions: list[np.ndarray]) -> list[np.ndarray]:
+    """The confusion matrices with zero rows added up to the largest number of segments."""
+    width = max(c.shape[0] for c in confusions)
+    return [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in confusions]
+
+
 def _scores(confusions: list[np.ndarray], matching: str) -> dict[str, Any]:
     if not confusions:
         return {"miou": float("nan"), "iou": np.array([]), "pixel_accuracy": float("nan"), "classes_scored": 0}
-    width = max(c.shape[0] for c in confusions)
-    padded = [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in confusions]
+    padded = _padded(confusions)
     num_classes = padded[0].shape[1]
     totals = np.zeros((3, num_classes), dtype=np.int64)
     if matching == "dataset":
         summed = np.sum(padded, axis=0)
         totals += np.stack(matched_counts(summed, hungarian_match(summed)))
     else:
-        for confusion in padded:
-            totals += np.stack(matched_counts(confusion, hungarian_match(confusion)))
+        totals += per_image_matched_counts(confusions)[0].sum(axis=0)
     total_pixels = int(sum(c.sum() for c in padded))
     return scores_from_counts(*totals, total_pixels)
+
+
+def per_image_matched_counts(confusions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each image matched on its own confusion matrix: its (TP, FP, FN) per class, shape
+    (images, 3, classes), and its pixel count (images,). The matrices are padded to one number of
+    segments first, as :func:`_scores` does, so ties break the same way."""
+    padded = _padded(confusions)
+    counts = np.stack([np.stack(matched_counts(c, hungarian_match(c))) for c in padded])
+    return counts, np.array([int(c.sum()) for c in padded])
 
 
 class _UnsupervisedSegmentation(Metric):
@@ -144,7 +157,6 @@ class _UnsupervisedSegmentation(Metric):
 
     def reset(self) -> None:
         self.confusions: list[np.ndarray] = []
-        self._per_image: tuple[np.ndarray, np.ndarray] | None = None
 
     def process(self, record: PromptRecord, sample: Sample) -> None:
         from harness.data.image_sets import load_record_labels
@@ -161,24 +173,21 @@ class _UnsupervisedSegmentation(Metric):
         return None
 
     def compute(self) -> list[MetricResult]:
-        scores = _scores(self.confusions, self.matching)
-        low, high = bootstrap_ci(len(self.confusions), self._resampled, self.bootstrap, seed=self.seed)
+        value = _scores(self.confusions, self.matching)[self.result_key]
+        low, high = bootstrap_ci(len(self.confusions), self._statistic(), self.bootstrap, seed=self.seed)
         interval = f"; 95% percentile bootstrap over images, {self.bootstrap} resamples" if low is not None else ""
-        return [MetricResult(self.name, scores[self.result_key], len(self.confusions), low, high,
+        return [MetricResult(self.name, value, len(self.confusions), low, high,
                              definition=f"{self.definition} (Hungarian matching per {self.matching}{interval})")]
 
-    def _resampled(self, indices: np.ndarray) -> float:
-        if self.matching == "dataset":
-            return _scores([self.confusions[i] for i in indices], self.matching)[self.result_key]
-        # Per-image matching does not depend on the other images: match each image once, then
-        # a resample only sums its images' (TP, FP, FN) and pixel counts.
-        if self._per_image is None or len(self._per_image[0]) != len(self.confusions):
-            width = max(c.shape[0] for c in self.confusions)
-            padded = [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in self.confusions]
-            counts = np.stack([np.stack(matched_counts(c, hungarian_match(c))) for c in padded])
-            self._per_image = (counts, np.array([c.sum() for c in padded]))
-        counts, pixels = self._per_image
-        return scores_from_counts(*counts[indices].sum(axis=0), int(pixels[indices].sum()))[self.result_key]
+    def _statistic(self):
+        """The figure of a resample of images (index array), for the bootstrap."""
+        if self.matching == "dataset" or not self.confusions:
+            return lambda indices: _scores([self.confusions[i] for i in indices], self.matching)[self.result_key]
+        # Per-image matching does not depend on the other images: match each image once, then a
+        # resample only sums its images' (TP, FP, FN) and pixel counts.
+        counts, pixels = per_image_matched_counts(self.confusions)
+        return lambda indices: scores_from_counts(*counts[indices].sum(axis=0),
+                                                  int(pixels[indices].sum()))[self.result_key]
 
 
 class MiouHungarian(_UnsupervisedSegmentation):
