@@ -86,3 +86,26 @@ def test_paired_interval_is_the_bootstrap_of_the_mean_difference():
     expected = np.quantile(diff[draws].mean(axis=1), [0.025, 0.975])
     assert (out["ci_low"], out["ci_high"]) == pytest.approx(tuple(expected))
     assert out["difference"] == pytest.approx(diff.mean())
+
+
+class _BrightJudge:
+    """A judge whose answer depends on the image: right when the image is bright."""
+
+    def judge(self, image, record):
+        return float(np.asarray(image, dtype=np.float64).mean() > 127)
+
+
+def test_gen_accuracy_reports_a_wilson_interval_inside_0_1():
+    from harness.data.prompts import PromptRecord
+    from harness.metrics.gen_accuracy import GenAccuracy
+    from harness.store.samples import Sample
+
+    metric = GenAccuracy(evaluator=_BrightJudge())
+    metric.reset()
+    for k in range(8):  # 3 bright images of 8: the issue's 0.375 case
+        image = np.full((4, 4, 3), 255 if k < 3 else 0, np.uint8)
+        assert metric.process(PromptRecord(f"r{k}", "x", k, {}), Sample(image=image)) == {"gen_accuracy": float(k < 3)}
+    (result,) = metric.compute()
+    assert result.value == 0.375 and result.n == 8
+    assert (result.ci_low, result.ci_high) == pytest.approx(_wilson(3, 8))
+    assert result.ci_low > 0 and "Wilson" in result.definition
