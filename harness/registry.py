@@ -152,3 +152,13 @@ BASELINES.register("detectron2", "harness.baselines.detectron2_adapter:Detectron
 DATASETS.register("toy_gen", "harness.data.toy_sets:build_toy_gen")
 DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
+# DAAM analyses (issue 15): part of speech, visuosyntactic relations, cohyponym and adjectival entanglement.
+DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_cohyponym_pairs")
+DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")
+DATASETS.register("toy_adjective_swaps", "harness.analysis.datasets:build_toy_adjective_swaps")
+DATASETS.register("coco_adjective_swaps", "harness.analysis.datasets:build_coco_adjective_swaps")
+METHODS.register("daam_swap", "harness.methods.daam_analyses:DAAMSwap")
+METRICS.register("daam_pos", "harness.metrics.daam_analyses:DaamPOS")
+METRICS.register("daam_syntax", "harness.metrics.daam_analyses:DaamSyntax")
+METRICS.register("cohyponym_entanglement", "harness.metrics.daam_analyses:CohyponymEntanglement")
+METRICS.register("adjective_entanglement", "harness.metrics.daam_analyses:AdjectiveEntanglement")
