@@ -288,7 +288,7 @@ def caption_records(captions_path: str, size: int, seed: int) -> list[PromptReco
         others = [t for t in doc if t.dep_ == "amod" and t.head.i != target.head.i and _swap_class(t.text)]
         text = caption.text.strip()
 
-        def swapped(token: Any, word: str) -> str:
+        def swapped(token: Any, word: str, text: str = text) -> str:
             return text[:token.idx] + word + text[token.idx + len(token.text):]
 
         variants = {"adjective": swapped(target, new), "same": text}

@@ -68,7 +68,7 @@ def pos_bar_chart(rows: pd.DataFrame, path: Path) -> Path | None:
     errors = np.array([[v - lo if np.isfinite(lo) else 0 for v, lo in zip(values, low)],
                        [hi - v if np.isfinite(hi) else 0 for v, hi in zip(values, high)]])
     axis.bar(positions, np.nan_to_num(values), yerr=np.nan_to_num(errors), capsize=3, color="#4878a8")
-    for x, (tag, value) in enumerate(zip(tags, values)):
+    for x, tag in enumerate(tags):
         n = int(miou["n"].get(tag, 0)) if tag in miou.index else 0
         axis.text(x, 0.01, f"n={n}" if n else "no mask", ha="center", va="bottom", fontsize=6, rotation=90, color="white" if n else "black")
     axis.set_xticks(positions, tags, rotation=45, ha="right", fontsize=8)

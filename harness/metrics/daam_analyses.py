@@ -86,8 +86,12 @@ def objects_mask(record: PromptRecord, truth: dict[str, np.ndarray]) -> np.ndarr
     return np.logical_or.reduce(masks)
 
 
-def _t_result(name: str, values: list[float], definition: str, item: str | None = None) -> MetricResult:
+def _t_result(name: str, values: list[float], definition: str, item: str | None = None,
+              bounds: tuple[float, float] | None = (0.0, 1.0)) -> MetricResult:
+    """Mean with a 95% Student-t interval, clipped into ``bounds`` (the figure's range) when given."""
     mean, low, high = mean_ci(values)
+    if bounds is not None and low is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
     return MetricResult(name, mean, len(values), low, high, definition=definition,
                         extra={"item": item} if item is not None else {})
 
@@ -499,7 +503,8 @@ class AdjectiveEntanglement(Metric):
                                ("feature_outside", f"{self.features_name} feature distance (L2) with the region "
                                                    "greyed, outside")):
                 results.append(_t_result(f"{self.name}.{name}", values[name],
-                                         f"{what} {region}; swap '{condition}'; 95% t-CI over records", condition))
+                                         f"{what} {region}; swap '{condition}'; 95% t-CI over records (clipped at 0)",
+                                         condition, bounds=(0.0, math.inf)))
             for numerator, denominator, name in (("outside", "inside", "ratio"),
                                                  ("feature_outside", "feature_inside", "feature_ratio")):
                 top, bottom = np.array(values[numerator]), np.array(values[denominator])

@@ -5,8 +5,8 @@ import pytest
 
 from harness.analysis.measures import (
     change_map,
-    mass_outside,
     masked_image,
+    mass_outside,
     region_change,
     set_statistics,
     spread_beyond,

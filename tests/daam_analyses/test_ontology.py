@@ -3,6 +3,7 @@
 import pytest
 
 from harness.analysis.ontology import TOY_SENSES, are_cohyponyms, classify_pairs, coco_senses, shared_hypernym
+from harness.errors import ConfigError
 
 
 def test_known_pairs():
@@ -35,5 +36,5 @@ def test_coco_senses_are_the_objects():
     senses = coco_senses()
     assert len(senses) == 80
     assert senses["mouse"] == "mouse.n.04" and senses["kite"] == "kite.n.03"
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         are_cohyponyms("dog.n.01", "cat.n.01", max_steps=0)
