@@ -82,3 +82,26 @@ def test_published_reference_rows_transcribe_the_notebook_and_the_paper():
     paper = pd.read_csv(REPO_ROOT / "baselines" / "daam_entanglement_paper.csv").set_index(["metric", "item"])
     assert paper.loc[("cohyponym_entanglement.accuracy", "cohyponym"), "value"] == 0.52
     assert paper.loc[("cohyponym_entanglement.accuracy", "non_cohyponym"), "value"] == 0.61
+
+
+def test_coco_captions_with_a_swappable_adjective(tmp_path):
+    import json
+
+    captions = [
+        {"id": 1, "image_id": 10, "caption": "A red bus parked next to a white car."},
+        {"id": 2, "image_id": 11, "caption": "Two dogs play in the park."},  # no amod: skipped
+        {"id": 3, "image_id": 12, "caption": "A wooden bench in a green field"},
+    ]
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"annotations": captions}))
+    swaps = build_coco_adjective_swaps(cfg(path=str(path), size=5))
+    captioned = [r for r in swaps.records if r.meta["source"] == "coco caption"]
+    assert sorted(r.meta["caption_id"] for r in captioned) == [1, 3]
+    for record in captioned:
+        swap = record.meta["swap"]
+        assert differing_words(record.prompt, record.meta["variants"]["adjective"]) == [(swap["word"], swap["to"])]
+        unrelated = swap["unrelated"]
+        assert differing_words(record.prompt, record.meta["variants"]["unrelated"]) == [(unrelated["word"], unrelated["to"])]
+        assert swap["to"] != swap["word"]
+    bus = next(r for r in captioned if r.meta["caption_id"] == 1)
+    assert (bus.meta["swap"]["word"], bus.meta["swap"]["noun"], bus.meta["swap"]["unrelated"]["word"]) == ("red", "bus", "white")
