@@ -157,6 +157,7 @@ DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_co
 DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")
 DATASETS.register("toy_adjective_swaps", "harness.analysis.datasets:build_toy_adjective_swaps")
 DATASETS.register("coco_adjective_swaps", "harness.analysis.datasets:build_coco_adjective_swaps")
+METHODS.register("daam_words", "harness.methods.daam_analyses:DAAMWords")
 METHODS.register("daam_swap", "harness.methods.daam_analyses:DAAMSwap")
 METRICS.register("daam_pos", "harness.metrics.daam_analyses:DaamPOS")
 METRICS.register("daam_syntax", "harness.metrics.daam_analyses:DaamSyntax")

@@ -1,4 +1,11 @@
-"""``method=daam_swap``: DAAM on a prompt and on its variants, each generated with the prompt's seed.
+"""Methods of the DAAM analyses: ``daam_words`` (DAAM on every word) and ``daam_swap`` (variants).
+
+``method=daam_words``: DAAM with a map for every word of the prompt (``words_source=all``), the same
+samples as ``method=daam`` with those options (same content address, so the cache is shared); its
+figure hook draws the per-word overlays of the first :data:`OVERLAYS` records only (every word of
+every record would cost minutes of plotting per run and show nothing the first ones do not).
+
+``method=daam_swap``: DAAM on a prompt and on its variants, each generated with the prompt's seed.
 
 For adjectival entanglement (DAAM, Tang et al., ACL 2023, section 6): a record's
 ``meta["variants"]`` maps a condition name (``adjective``, ``unrelated``, ``same``) to a prompt;
@@ -17,6 +24,22 @@ from harness.data.prompts import PromptRecord
 from harness.errors import DataError
 from harness.methods.daam import DAAM
 from harness.store.samples import Sample
+
+
+OVERLAYS = 8
+
+
+class DAAMWords(DAAM):
+    """DAAM on every word (module docstring); overlays of the first records only."""
+
+    name = "daam"  # the computation is DAAM's: samples are shared with method=daam
+
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
+        """Overlays (image + map per word) of the first :data:`OVERLAYS` records into ``<run_dir>/figures/``."""
+        from harness.methods.daam_figures import save_overlays
+
+        shown = records[:OVERLAYS]
+        return save_overlays(run_dir, shown, {r.id: samples[r.id] for r in shown})
 
 
 class DAAMSwap(DAAM):

@@ -47,3 +47,21 @@ def test_same_prompt_variant_is_identical_and_swap_differs(method):
 def test_a_record_without_variants_is_refused(method):
     with pytest.raises(DataError):
         method.run_batch([PromptRecord("x", "a car", 0, {"nouns": ["car"]})], [0])
+
+
+def test_daam_words_shares_daam_samples_and_draws_few_overlays(method, tmp_path):
+    from harness.methods.daam import DAAM
+    from harness.methods.daam_analyses import OVERLAYS, DAAMWords
+
+    cfg = OmegaConf.structured(DAAMConfig)
+    cfg.name, cfg.words_source = "daam_words", "all"
+    words = DAAMWords(cfg, method.model, SETTINGS)
+    plain_cfg = OmegaConf.structured(DAAMConfig)
+    plain_cfg.words_source = "all"
+    plain = DAAM(plain_cfg, method.model, SETTINGS)
+    probe = PromptRecord("p", "a red car", 0)
+    assert words.sample_spec(probe, 5) == plain.sample_spec(probe, 5)
+    records = [PromptRecord(f"r{k}", "a red car", k) for k in range(OVERLAYS + 2)]
+    samples = dict(zip([r.id for r in records], words.run_batch(records, list(range(len(records))))))
+    written = words.save_figures(tmp_path, records, samples)
+    assert len(written) == OVERLAYS
