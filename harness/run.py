@@ -117,6 +117,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     frames = [evaluate(prompt_set, samples, build_metrics(metric_cfg), identity,
                        flatten_hparams({**method.params(), **generation_hp}), provenance)]
     for baseline in baselines:
+        if baseline.skipped_reason:  # an optional baseline that cannot run: NaN rows with the reason
+            frames.append(baseline.skipped_rows(build_metrics(metric_cfg), identity,
+                                                  flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+            continue
         predictions = predict_all(baseline, prompt_set, samples, keys, store)
         frames.append(evaluate(prompt_set, predictions, build_metrics(metric_cfg),
                                {**identity, "method": baseline.name},
