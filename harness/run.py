@@ -26,6 +26,7 @@ from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
 from harness.store.rows import build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
 from harness.store.samples import Sample, SampleStore, content_key
+from harness.validation import validate_run
 
 log = logging.getLogger("harness.run")
 
@@ -87,6 +88,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     method_class = METHODS.get(cfg.method.name)
     model = load_model(cfg.model)
     settings = generation_settings(cfg, model)
+    validate_run(cfg, model, settings, prompt_set)  # bad input stops here: nothing generated or stored
     method: Method = method_class(cfg.method, model, settings)
     if cfg.smoke and hasattr(method, "reduce_for_smoke"):
         method.reduce_for_smoke()
