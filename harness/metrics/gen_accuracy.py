@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from harness.data.prompts import PromptRecord
-from harness.errors import ConfigError
+from harness.errors import MissingWeightsError
 from harness.metrics.base import Metric
 from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, load_evaluator
 from harness.metrics.stats import mean_ci
@@ -40,7 +40,7 @@ class GenAccuracy(Metric):
         """The judge, loaded once; a HarnessError saying what is missing when it cannot be loaded."""
         evaluator = load_evaluator(self.evaluator_module, self.device, self.weights)  # MissingWeightsError
         if evaluator is None:
-            raise ConfigError(f"gen_accuracy cannot run: the evaluator module {self.evaluator_module!r} does not "
+            raise MissingWeightsError(f"gen_accuracy cannot run: the evaluator module {self.evaluator_module!r} does not "
                               "exist. Set metric.gen_accuracy.evaluator_module=<module with load_evaluator(device=...)>, "
                               "or mark the metric optional (metric.gen_accuracy.optional=true).")
         return evaluator

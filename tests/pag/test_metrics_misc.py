@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.data.prompts import PromptRecord
-from harness.errors import ConfigError, MissingWeightsError
+from harness.errors import MissingWeightsError
 from harness.metrics.clip_score import CLIPScore
 from harness.metrics.diversity import Diversity
 from harness.metrics.gen_accuracy import GenAccuracy
@@ -53,7 +53,7 @@ def test_gen_accuracy_uses_the_evaluator_module_or_fails(monkeypatch):
     assert result.value == pytest.approx(0.75)
 
     absent = GenAccuracy(evaluator_module="harness.toy.no_such_evaluator")
-    with pytest.raises(ConfigError, match="harness.toy.no_such_evaluator"):
+    with pytest.raises(MissingWeightsError, match="harness.toy.no_such_evaluator"):
         absent.check_available()
 
 
