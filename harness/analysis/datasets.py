@@ -50,24 +50,13 @@ def _size(dataset_cfg: Any) -> int:
 
 def split_indices(split: str, size: int, seed: int) -> list[int]:
     """Indices of a ``size``-sample of toy evaluation split ``split`` (dev | test) drawn with ``seed``."""
-    try:
-        from harness.toy.splits import eval_indices
-    except ImportError:  # until the toy dev/test splits (harness.toy.splits.eval_indices) are merged
-        eval_indices = _eval_indices
+    from harness.errors import HarnessError
+    from harness.toy.splits import eval_indices
+
     try:
         return eval_indices(split, size, seed)
-    except Exception as error:  # HarnessError naming the allowed splits
+    except HarnessError as error:  # names the allowed splits
         raise ConfigError(str(error)) from None
-
-
-def _eval_indices(split: str, size: int, seed: int = 0) -> list[int]:
-    # The same ranges and permutation as harness.toy.splits.eval_indices (dev 1,000,000+, test 2,000,000+).
-    ranges = {"dev": (1_000_000, 100_000), "test": (2_000_000, 100_000)}
-    if split not in ranges:
-        raise ConfigError(f"dataset.split must be dev or test for toy datasets, not {split!r}.")
-    start, length = ranges[split]
-    order = np.random.default_rng([9000, int(seed)]).permutation(length)[: int(size)]
-    return [start + int(i) for i in order]
 
 
 def article(word: str) -> str:

@@ -38,7 +38,7 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, MissingWeightsError
 from harness.metrics.base import Metric
 from harness.metrics.miou import heat_maps_of, mask_iou, normalise_min_max, upsample_bilinear
-from harness.metrics.stats import bootstrap_ci, mean_ci
+from harness.metrics.stats import bootstrap_ci, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -49,13 +49,8 @@ VISIBLE_RULES = ("toy", "annotated")
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float | None, float | None]:
-    """95% Wilson score interval of a proportion (scipy), inside [0, 1]; None for no trials."""
-    if total <= 0:
-        return None, None
-    from scipy.stats import binomtest
-
-    interval = binomtest(int(successes), int(total)).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(interval.low), float(interval.high)
+    """95% Wilson score interval of a proportion (:func:`harness.metrics.stats.proportion_ci`)."""
+    return proportion_ci(int(successes), int(total), method="wilson")
 
 
 def daam_mask(heat_map: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
@@ -88,10 +83,8 @@ def objects_mask(record: PromptRecord, truth: dict[str, np.ndarray]) -> np.ndarr
 
 def _t_result(name: str, values: list[float], definition: str, item: str | None = None,
               bounds: tuple[float, float] | None = (0.0, 1.0)) -> MetricResult:
-    """Mean with a 95% Student-t interval, clipped into ``bounds`` (the figure's range) when given."""
-    mean, low, high = mean_ci(values)
-    if bounds is not None and low is not None:
-        low, high = max(bounds[0], low), min(bounds[1], high)
+    """Mean with a 95% Student-t interval, clipped into ``bounds`` (the figure's range)."""
+    mean, low, high = mean_ci(values, bounds=bounds)
     return MetricResult(name, mean, len(values), low, high, definition=definition,
                         extra={"item": item} if item is not None else {})
 
@@ -163,7 +156,7 @@ class DaamPOS(Metric):
         results = []
         all_ious = [v for values in self.ious.values() for v in values]
         if all_ious:
-            results.append(_t_result(f"{self.name}.miou", all_ious, f"{self._iou_definition()}; all tags"))
+            results.append(_t_result(self.name, all_ious, f"{self._iou_definition()}; every tag"))
         for pos in sorted(self.words, key=lambda p: -self.words[p]):
             if self.ious.get(pos):
                 results.append(_t_result(f"{self.name}.miou", self.ious[pos], self._iou_definition(), pos))
