@@ -104,11 +104,12 @@ def relation_frame(rows: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     table = pd.DataFrame(parts)
     if table.empty:
         return table
-    table = table.sort_values("count", ascending=False).head(int(top))
+    table = table.sort_values("count", ascending=False, kind="stable").head(int(top))
     table["delta"] = (table["mIoH"] - table["mIoD"]).abs()
-    table = table.sort_values("delta")
+    table = table.sort_values("delta", kind="stable")
     table.index.name = "relation"
-    return table
+    order = ["count", "mIoU", "mIoD", "mIoH", "delta", "mIoU CI", "mIoD CI", "mIoH CI", "GT mIoU", "GT mIoD", "GT mIoH"]
+    return table[[c for c in order if c in table.columns]]
 
 
 def relation_table(rows: pd.DataFrame, folder: Path, top: int = 10) -> list[Path]:
