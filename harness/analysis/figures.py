@@ -180,7 +180,7 @@ def swap_grid(path: Path, records: list, samples: Mapping[str, Any], limit: int 
                     axis.imshow(image)
                 axis.set_title(title, fontsize=6, wrap=True)
     figure.suptitle("Adjective swaps (same seed); change = per-pixel RGB L2, scale 0 to sqrt(3)", fontsize=8)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
