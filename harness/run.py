@@ -24,6 +24,7 @@ from harness.errors import HarnessError
 from harness.methods.base import GenerationSettings, Method, generation_seed
 from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
+from harness.store.identity import stamp_provenance
 from harness.store.rows import build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
 from harness.store.samples import Sample, SampleStore, content_key
 
@@ -139,7 +140,8 @@ def evaluate(prompt_set: PromptSet, samples: dict[str, Sample], metrics: list, i
             if isinstance(values, dict):
                 values = [{"metric": name, "value": value} for name, value in values.items()]
             for item in values:
-                per_sample.append({"sample_id": record.id, "kind": metric.kind, **item})
+                per_sample.append({"sample_id": record.id, "kind": metric.kind,
+                                   "provenance": sample.meta.get("provenance"), **item})
     aggregates = [result for metric in metrics for result in metric.compute()]
     return build_rows(identity, hparams, provenance, aggregates, per_sample)
 
@@ -168,6 +170,7 @@ def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: dict[str, Sa
             began = time.perf_counter()
             prediction = baseline.predict(record, samples[record.id])
             prediction.meta.setdefault("seconds", time.perf_counter() - began)
+            stamp_provenance(prediction.meta)
             store.put(key, prediction, spec)
         predictions[record.id] = prediction
     return predictions
@@ -201,6 +204,7 @@ def generate_all(method: Method, prompt_set: PromptSet, run_seed: int, batch_siz
             for (record, _seed, key, spec), sample in zip(batch, outputs, strict=True):
                 sample.meta.setdefault("seconds", elapsed / len(batch))
                 sample.meta.setdefault("record_id", record.id)
+                stamp_provenance(sample.meta)
                 store.put(key, sample, spec)
                 samples[record.id] = sample
             progress.update(len(batch))
