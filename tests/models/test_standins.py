@@ -191,3 +191,28 @@ def test_harness_daam_on_each_standin(name, standin_folders, tmp_path):
     assert {layer["heads"] for layer in meta["layers"]} <= set(STANDINS[name]["unet"]["attention_head_dim"]
                                                                if isinstance(STANDINS[name]["unet"]["attention_head_dim"], list)
                                                                else [STANDINS[name]["unet"]["attention_head_dim"]])
+
+
+EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+SPECIFIC = {"daam_coco", "pag_coco"}  # tested above with their own assertions
+
+
+def experiments_naming_a_real_model(compose) -> dict[str, str]:
+    found = {}
+    for path in sorted(EXPERIMENT_DIR.glob("*.yaml")):
+        name = compose([f"experiment={path.stem}"]).model.name
+        if name in STANDINS:
+            found[path.stem] = name
+    return found
+
+
+@pytest.mark.slow
+def test_every_experiment_naming_a_real_model_runs_on_its_standin(compose, standin_folders, tmp_path):
+    found = experiments_naming_a_real_model(compose)
+    assert SPECIFIC <= set(found), found
+    for experiment, name in found.items():
+        if experiment in SPECIFIC:
+            continue
+        _, outcome = standin_run(compose, experiment, name, standin_folders[name], tmp_path / experiment)
+        summary = outcome.rows[outcome.rows["level"] == "aggregate"]
+        assert summary["value"].notna().any(), experiment
