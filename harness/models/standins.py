@@ -121,8 +121,8 @@ STANDINS: dict[str, dict[str, Any]] = {
 }
 
 
-def _scaled(values: int | list[int]) -> Any:
-    return [v // SCALE for v in values] if isinstance(values, list) else values // SCALE
+def _scaled(values: int | list[int], scale: int = SCALE) -> Any:
+    return [v // scale for v in values] if isinstance(values, list) else values // scale
 
 
 def unet_config(name: str, scale: bool = True) -> dict[str, Any]:
@@ -142,10 +142,10 @@ def unet_config(name: str, scale: bool = True) -> dict[str, Any]:
     return config
 
 
-def _scaled_encoder(encoder: dict[str, Any]) -> dict[str, Any]:
-    return {**encoder, "hidden_size": encoder["hidden_size"] // SCALE,
-            "intermediate_size": encoder["intermediate_size"] // SCALE,
-            "projection_dim": encoder["projection_dim"] // SCALE}
+def _scaled_encoder(encoder: dict[str, Any], scale: int = SCALE) -> dict[str, Any]:
+    return {**encoder, "hidden_size": encoder["hidden_size"] // scale,
+            "intermediate_size": encoder["intermediate_size"] // scale,
+            "projection_dim": encoder["projection_dim"] // scale}
 
 
 def build_unet(name: str, scale: bool = True, weights_seed: int = 0) -> Any:
@@ -156,30 +156,35 @@ def build_unet(name: str, scale: bool = True, weights_seed: int = 0) -> Any:
     return UNet2DConditionModel(**unet_config(name, scale)).eval()
 
 
-def build_standin(name: str, weights_seed: int = 0) -> Any:
-    """The stand-in pipeline of real model ``name`` (see module docstring), random weights from ``weights_seed``."""
+def build_standin(name: str, weights_seed: int = 0, full_size: bool = False) -> Any:
+    """The stand-in pipeline of real model ``name`` (see module docstring), random weights from ``weights_seed``.
+
+    ``full_size=True``: the real model's sizes everywhere (UNet, text encoder(s), VAE) with random
+    weights and the small tokenizer, for timing at the real attention sizes (``make bench``).
+    """
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if name not in STANDINS:
         raise KeyError(f"no stand-in for {name!r}; known: {sorted(STANDINS)}")
     spec = STANDINS[name]
-    unet = build_unet(name, True, weights_seed)
+    scale, groups = (1, 32) if full_size else (SCALE, NORM_GROUPS)
+    unet = build_unet(name, not full_size, weights_seed)
     torch.manual_seed(weights_seed + 1)
     vae_spec = spec["vae"]
     blocks = len(vae_spec["block_out_channels"])
     vae = diffusers.AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=vae_spec["latent_channels"],
-        block_out_channels=_scaled(vae_spec["block_out_channels"]), layers_per_block=vae_spec["layers_per_block"],
+        block_out_channels=_scaled(vae_spec["block_out_channels"], scale), layers_per_block=vae_spec["layers_per_block"],
         down_block_types=["DownEncoderBlock2D"] * blocks, up_block_types=["UpDecoderBlock2D"] * blocks,
-        norm_num_groups=NORM_GROUPS, scaling_factor=vae_spec["scaling_factor"],
+        norm_num_groups=groups, scaling_factor=vae_spec["scaling_factor"],
         force_upcast=vae_spec.get("force_upcast", True), sample_size=8 * spec["unet"]["sample_size"],
     ).eval()
     tokenizers, encoders = [], []
     for index, (encoder, pad_token) in enumerate(zip(spec["text_encoders"], spec["pad_tokens"], strict=True)):
         tokenizer = build_clip_tokenizer(TINY_VOCABULARY, model_max_length=77)
         tokenizer.pad_token = pad_token
-        scaled = _scaled_encoder(encoder)
+        scaled = _scaled_encoder(encoder, scale)
         torch.manual_seed(weights_seed + 2 + index)
         config = CLIPTextConfig(
             vocab_size=len(tokenizer), max_position_embeddings=77, layer_norm_eps=1e-5,
