@@ -41,6 +41,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.methods.base import GenerationSettings, Method, generation_seed
 from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
+from harness.store.identity import stamp_provenance
 from harness.store.rows import build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
 from harness.store.samples import LazySamples, Sample, SampleStore, SampleWriter, content_key
 from harness.validation import validate_run
@@ -271,6 +272,7 @@ def commit_sample(writer: SampleWriter, planned: PlannedSample, sample: Sample, 
     a generated sample is committed)."""
     sample.meta.setdefault("seconds", seconds)
     sample.meta.setdefault("record_id", planned.record.id)
+    stamp_provenance(sample.meta)
     writer.submit(planned.key, sample, planned.spec)
 
 
@@ -319,6 +321,7 @@ def predict_one(baseline: Baseline, record: PromptRecord, sample: Sample, key: s
         began = time.perf_counter()
         prediction = baseline.predict(record, sample)
         prediction.meta.setdefault("seconds", time.perf_counter() - began)
+        stamp_provenance(prediction.meta)
         if writer is None:
             store.put(key, prediction, spec)
         else:
@@ -344,7 +347,8 @@ def _feed(predictor: _Predictor, record: PromptRecord, key: str, sample: Sample)
             values = [{"metric": name, "value": value} for name, value in values.items()]
         for item in values:
             extra = {**item.get("extra", {}), "sample_key": key}
-            predictor.per_sample.append({"sample_id": record.id, "kind": metric.kind, **item, "extra": extra})
+            predictor.per_sample.append({"sample_id": record.id, "kind": metric.kind,
+                                         "provenance": sample.meta.get("provenance"), **item, "extra": extra})
 
 
 def _stream(plan: list[PlannedSample], store: SampleStore) -> Iterator[tuple[PlannedSample, Sample]]:
