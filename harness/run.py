@@ -236,6 +236,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
               for p in predictors] + skipped
     rows = pd.concat(frames, ignore_index=True)
     rows_path, summary_path = write_rows(rows, run_dir)
+    if cfg.figures:  # metrics that draw figures from their rows (harness/analysis/figures.py)
+        from harness.analysis.figures import save_metric_figures
+
+        save_metric_figures(metric_cfg, run_dir, rows, prompt_set.records, LazySamples(store, keys))
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
     log.info("rows: %s; summary: %s", rows_path, summary_path)
     return RunOutcome(rows, run_dir, generated, reused)
