@@ -152,3 +152,7 @@ BASELINES.register("detectron2", "harness.baselines.detectron2_adapter:Detectron
 DATASETS.register("toy_gen", "harness.data.toy_sets:build_toy_gen")
 DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
+# DALL-EVAL skills and bias (issue 16).
+DATASETS.register("skills_toy_gen", "harness.dalleval.skills_toy:build_skills_toy_gen")
+DATASETS.register("skills_toy_unreal", "harness.dalleval.skills_toy:build_skills_toy_unreal")
+METRICS.register("skill_accuracy", "harness.metrics.skills:SkillAccuracy")
