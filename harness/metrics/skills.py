@@ -18,14 +18,17 @@ has no numerals, so its counting cell is empty, not invented.
 Binding attention (when samples hold DAAM maps, ``heatmap:<colour word>``): for each colour word
 of a colour-binding prompt, the share of the word's map mass (upsampled to the image, clamped
 >= 0) over all seen objects' regions that falls on the regions of the object it names (its
-shape). Reported as ``binding_attention.passed`` / ``.failed`` (mean, 95% percentile bootstrap), so a failed
-binding shows whether the colour word attended to the wrong object.
+shape). Reported as ``binding_attention.passed`` / ``.failed`` (mean, 95% percentile bootstrap),
+so a failed binding shows whether the colour word attended to the wrong object. The failed
+samples' overlays (image and every word's map) go to ``<run>/failures/figures/``
+(``failure_figures``: auto = the run folder under ``harness run``; a path; or null).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,7 +92,8 @@ class SkillAccuracy(Metric):
     name = "skill_accuracy"
 
     def __init__(self, judge: str = "toy", judge_options: dict[str, Any] | None = None, interval: str = "wilson",
-                 confidence: float = 0.95, not_applicable: dict[str, str] | None = None) -> None:
+                 confidence: float = 0.95, not_applicable: dict[str, str] | None = None,
+                 failure_figures: str | None = "auto", max_failure_figures: int = 48) -> None:
         if interval not in INTERVALS:
             raise ConfigError(f"metric.skill_accuracy.interval={interval!r}: use one of {', '.join(INTERVALS)}.")
         for skill in not_applicable or {}:
@@ -98,6 +102,7 @@ class SkillAccuracy(Metric):
         self.judge, self.judge_options = judge, dict(judge_options or {})
         self.interval, self.confidence = interval, float(confidence)
         self.not_applicable = dict(not_applicable or {})
+        self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
         self._reader = None
 
     @property
@@ -109,6 +114,7 @@ class SkillAccuracy(Metric):
     def reset(self) -> None:
         self.passed: dict[str, list[int]] = {}
         self.binding_share: dict[str, list[float]] = {"passed": [], "failed": []}
+        self.failures: list[tuple[PromptRecord, Sample]] = []
 
     def process(self, record: PromptRecord, sample: Sample) -> list[dict[str, Any]] | None:
         meta = record.meta if isinstance(record.meta, dict) else {}
@@ -121,6 +127,8 @@ class SkillAccuracy(Metric):
         passed = bool(judge_skill(skill, include, seen))
         self.passed.setdefault(skill, []).append(int(passed))
         out = [{"metric": f"skill.{skill}", "value": float(passed), "item": record.prompt}]
+        if not passed and sample.arrays and len(self.failures) < self.max_failure_figures:
+            self.failures.append((record, sample))
         if skill == "colour_binding" and regions is not None:
             for word, share in binding_shares(sample, include, seen, regions, image.shape[:2]).items():
                 self.binding_share["passed" if passed else "failed"].append(share)
@@ -149,7 +157,29 @@ class SkillAccuracy(Metric):
                     f"binding_attention.{outcome}", mean, len(shares), low, high,
                     definition=(f"colour-binding prompts judged {outcome}: per colour word, share of its DAAM map mass "
                                 "over the seen objects' regions that lies on the object of the shape it names; 95% percentile bootstrap over words")))
+        self._save_failures()
         return results
+
+    def _failure_dir(self) -> Path | None:
+        if self.failure_figures in (None, "", "none"):
+            return None
+        if self.failure_figures != "auto":
+            return Path(self.failure_figures)
+        try:  # inside `harness run`: the run's own folder
+            from hydra.core.hydra_config import HydraConfig
+
+            return Path(HydraConfig.get().runtime.output_dir) / "failures"
+        except (ImportError, ValueError):
+            return None
+
+    def _save_failures(self) -> None:
+        """DAAM overlays (image + every word's map) of the failed samples: why a skill failed."""
+        folder = self._failure_dir()
+        if folder is None or not self.failures:
+            return
+        from harness.methods.daam_figures import save_overlays
+
+        save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
 
     def _identity(self) -> str:
         reader = self._reader
