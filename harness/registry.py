@@ -163,3 +163,21 @@ METRICS.register("daam_pos", "harness.metrics.daam_analyses:DaamPOS")
 METRICS.register("daam_syntax", "harness.metrics.daam_analyses:DaamSyntax")
 METRICS.register("cohyponym_entanglement", "harness.metrics.daam_analyses:CohyponymEntanglement")
 METRICS.register("adjective_entanglement", "harness.metrics.daam_analyses:AdjectiveEntanglement")
+# DALL-EVAL skills and bias (issue 16).
+DATASETS.register("skills_toy_gen", "harness.dalleval.skills_toy:build_skills_toy_gen")
+DATASETS.register("skills_toy_unreal", "harness.dalleval.skills_toy:build_skills_toy_unreal")
+METRICS.register("skill_accuracy", "harness.metrics.skills:SkillAccuracy")
+DATASETS.register("bias_toy", "harness.dalleval.bias_toy:build_bias_toy")
+METRICS.register("bias_skew", "harness.metrics.bias:BiasSkew")
+# unCLIP (issue 16): models, manipulations, their metrics and toy inputs.
+for _name in ("karlo", "sd21_unclip"):
+    MODELS.register(_name, "harness.models.unclip:load_unclip")
+for _name in ("tiny_karlo", "tiny_sd21_unclip"):
+    MODELS.register(_name, "harness.models.unclip:load_tiny_unclip")
+METHODS.register("unclip_variations", "harness.methods.unclip:UnclipVariations")
+METHODS.register("unclip_interpolation", "harness.methods.unclip:UnclipInterpolation")
+METHODS.register("unclip_textdiff", "harness.methods.unclip:UnclipTextdiff")
+METRICS.register("unclip_variations", "harness.metrics.unclip:UnclipVariationStats")
+METRICS.register("unclip_interpolation", "harness.metrics.unclip:UnclipSmoothness")
+METRICS.register("unclip_textdiff", "harness.metrics.unclip:UnclipTextdiffScore")
+DATASETS.register("unclip_toy", "harness.dalleval.unclip_toy:build_unclip_toy")
