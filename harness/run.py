@@ -115,12 +115,14 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     }
     generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
     frames = [evaluate(prompt_set, samples, build_metrics(metric_cfg), identity,
-                       flatten_hparams({**method.params(), **generation_hp}), provenance)]
+                       flatten_hparams({**method.params(), **generation_hp}), provenance, keys=keys)]
     for baseline in baselines:
-        predictions = predict_all(baseline, prompt_set, samples, keys, store)
+        prediction_keys: dict[str, str] = {}
+        predictions = predict_all(baseline, prompt_set, samples, keys, store, out_keys=prediction_keys)
         frames.append(evaluate(prompt_set, predictions, build_metrics(metric_cfg),
                                {**identity, "method": baseline.name},
-                               flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+                               flatten_hparams({**baseline.params(), **generation_hp}), provenance,
+                               keys=prediction_keys))
     rows = pd.concat(frames, ignore_index=True)
     rows_path, summary_path = write_rows(rows, run_dir)
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
@@ -129,8 +131,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
 
 
 def evaluate(prompt_set: PromptSet, samples: dict[str, Sample], metrics: list, identity: dict[str, Any],
-             hparams: dict[str, Any], provenance: dict[str, Any]) -> pd.DataFrame:
-    """Score one predictor's samples with every metric; its rows."""
+             hparams: dict[str, Any], provenance: dict[str, Any], keys: dict[str, str] | None = None) -> pd.DataFrame:
+    """Score one predictor's samples with every metric; its rows (per-sample rows carry
+    ``sample_key``, the sample's content key in the store, when ``keys`` is given)."""
     per_sample: list[dict[str, Any]] = []
     for record in tqdm(prompt_set.records, desc=f"evaluate ({identity['method']})", unit="sample", leave=False):
         sample = samples[record.id]
@@ -139,14 +142,18 @@ def evaluate(prompt_set: PromptSet, samples: dict[str, Sample], metrics: list, i
             if isinstance(values, dict):
                 values = [{"metric": name, "value": value} for name, value in values.items()]
             for item in values:
-                per_sample.append({"sample_id": record.id, "kind": metric.kind, **item})
+                row = {"sample_id": record.id, "kind": metric.kind, **item}
+                if keys is not None and record.id in keys:
+                    row["extra"] = {**item.get("extra", {}), "sample_key": keys[record.id]}
+                per_sample.append(row)
     aggregates = [result for metric in metrics for result in metric.compute()]
     return build_rows(identity, hparams, provenance, aggregates, per_sample)
 
 
 def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: dict[str, Sample], keys: dict[str, str],
-                store: SampleStore) -> dict[str, Sample]:
-    """A baseline's prediction for every sample, cached under the sample's key + the baseline's."""
+                store: SampleStore, out_keys: dict[str, str] | None = None) -> dict[str, Sample]:
+    """A baseline's prediction for every sample, cached under the sample's key + the baseline's
+    (each prediction's store key goes into ``out_keys`` when given)."""
     predictions: dict[str, Sample] = {}
     # A dataset-level baseline (one fit over every sample, e.g. k-means with dataset-wide cluster
     # ids) is fitted once before predicting; its predictions are keyed by the whole sample set.
@@ -160,6 +167,8 @@ def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: dict[str, Sa
         if dataset_level:
             spec["dataset"] = dataset_key
         key = content_key(spec)
+        if out_keys is not None:
+            out_keys[record.id] = key
         prediction = store.get(key)
         if prediction is None:
             if dataset_level and not fitted:
