@@ -2,6 +2,8 @@
 
     harness run [hydra overrides...]      run an experiment (``-m`` for a sweep)
     harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines]
+    harness report PATH... --out report.html  one static HTML page over runs (tables, plots, gallery)
+    harness rate TASK [--port P]          a local web page collecting 5-point ratings of a rating task
     harness demo                          the embedded demo (what `make demo` runs)
     harness list                          registered models, datasets, methods, metrics
     harness daam "<prompt>" [key=value...] per-word DAAM heat maps for one prompt
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list,
                 "daam": _delegate("harness.daam_cli"), "build-prompts": _delegate("harness.data.build_cli"),
-                "toy": cmd_toy}
+                "toy": cmd_toy, "report": _delegate("harness.report.html"),
+                "rate": _delegate("harness.rating.app")}
     handler = handlers.get(command)
     if handler is None:
         print(f"harness: unknown command {command!r}.\n{USAGE}", file=sys.stderr)
