@@ -94,6 +94,9 @@ def cmd_table(args: list[str]) -> int:
     parser.add_argument("--metrics", nargs="*", help="only these metrics")
     parser.add_argument("--all-kinds", action="store_true", help="also cost metrics (seconds, memory)")
     options = parser.parse_args(args)
+    from harness.rating.results import refresh_task_rows
+
+    refresh_task_rows(options.paths)  # a rating task folder: its ratings become rows.parquet first
     rows = load_rows(options.paths, with_baselines=not options.no_baselines)
     print(render_table(rows, fmt=options.format, metrics=options.metrics, include_cost=options.all_kinds))
     return 0
