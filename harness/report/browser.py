@@ -74,3 +74,33 @@ def chromium(width: int = 1280, height: int = 900):
 def console_errors(driver) -> list[dict]:
     """The browser console's SEVERE entries since the last call (errors, failed loads)."""
     return [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+def require_browser():
+    """For tests: skip with the packages named when the browser is missing; under ``CI=true`` fail instead."""
+    import pytest
+
+    why = missing_browser()
+    if why is None:
+        return
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"CI=true and the browser checks cannot run: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def screenshot_dir() -> Path:
+    """Where the browser checks leave their screenshots (``HARNESS_SCREENSHOTS`` or results/screenshots/)."""
+    from harness import REPO_ROOT
+
+    folder = Path(os.environ.get("HARNESS_SCREENSHOTS") or REPO_ROOT / "results" / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -345,6 +345,7 @@ def gallery_model(experiment: str, runs: list[Run], images: _Images, store_root:
     run and method), with the images written; None when no per-sample row names a stored sample."""
     cards: dict[tuple[str, str], dict[str, Any]] = {}
     notes: list[str] = []
+    labels = _run_labels(runs)
     for run_number, run in enumerate(runs):
         samples = run.rows[run.rows["level"] == "sample"]
         if "sample_key" not in samples.columns or samples["sample_key"].isna().all():
@@ -374,7 +375,7 @@ def gallery_model(experiment: str, runs: list[Run], images: _Images, store_root:
             card = cards[card_id]
             sample = store.get(str(key))
             variant = _variant(run, run_number, str(method), str(sample_id), str(key), group, sample, images,
-                               base_images, ground_truth)
+                               base_images, ground_truth, labels[run_number])
             card["variants"].append(variant)
             for word in variant["words"]:
                 if word not in card["words"]:
@@ -398,9 +399,28 @@ def _main_method(run: Run) -> str:
     return str(method) if method else str(run.rows["method"].dropna().iloc[0])
 
 
+def _run_labels(runs: list[Run]) -> list[str]:
+    """What tells the runs of one experiment apart: the hp.* values that differ between them
+    (e.g. ``pag_scale=3.0``), else the run folder's name; empty for a single run."""
+    if len(runs) < 2:
+        return [""] * len(runs)
+    settings = []
+    for run in runs:
+        aggregates = run.rows[run.rows["level"] == "aggregate"]
+        first = (aggregates if not aggregates.empty else run.rows).iloc[0]
+        settings.append({c: _display(first[c]) for c in run.rows.columns if c.startswith("hp.")})
+    columns = sorted({c for s in settings for c in s})
+    varying = [c for c in columns if len({s.get(c, "") for s in settings}) > 1]
+    labels = []
+    for run, values in zip(runs, settings):
+        shown = ", ".join(f"{c.removeprefix('hp.')}={values.get(c, '')}" for c in varying[:3])
+        labels.append(shown or run.directory.name)
+    return labels
+
+
 def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, group: pd.DataFrame, sample,
-             images: _Images, base_images: dict[str, np.ndarray], ground_truth) -> dict[str, Any]:
-    label = method if not run.multirun else f"{method} ({run.directory.name})"
+             images: _Images, base_images: dict[str, np.ndarray], ground_truth, run_label: str = "") -> dict[str, Any]:
+    label = f"{method} ({run_label})" if run_label else method
     metrics = {}
     for metric, values in group.groupby("metric"):
         numbers = pd.to_numeric(values["value"], errors="coerce").dropna()
