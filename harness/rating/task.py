@@ -181,7 +181,8 @@ class RatingLog:
             raise HarnessError(f"The ratings file {self.path} cannot be written ({error.strerror}).") from None
         entries = read_ratings(self.path)
         self.latest = latest_ratings(entries)
-        self.submissions = {e["submission"] for e in entries if isinstance(e.get("submission"), str)}
+        #: form token -> the line it wrote (a token is accepted once)
+        self.submissions = {e["submission"]: e for e in entries if isinstance(e.get("submission"), str)}
 
     def _repair_tail(self) -> None:
         # A kill mid-write can leave a last line without its newline: end it, so the next rating
@@ -215,15 +216,15 @@ class RatingLog:
             entry["submission"] = str(submission)[:64]
         with self._lock:
             if submission and entry["submission"] in self.submissions:
-                previous = self.latest.get((rater, item.item_id))
-                shown = "skipped" if previous and previous.get("score") is None else (previous or {}).get("score")
-                raise RatingError(f"Duplicate submission: this answer for item {item.item_id!r} was already recorded "
-                                  f"(stored answer: {shown}). Nothing was changed.")
+                first = self.submissions[entry["submission"]]
+                shown = "skip" if first.get("score") is None else first.get("score")
+                raise RatingError(f"Duplicate submission: this form was already sent (item {first['item_id']!r}, "
+                                  f"answer {shown}, by {first['rater']!r}). Nothing was changed.")
             line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
             self._append_bytes(line.encode("utf-8"))
             self.latest[(rater, item.item_id)] = entry
             if submission:
-                self.submissions.add(entry["submission"])
+                self.submissions[entry["submission"]] = entry
         return entry
 
     def answered(self, rater: str) -> dict[str, int | None]:
