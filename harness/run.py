@@ -8,6 +8,7 @@ while scoring never costs a generated sample, and a killed run resumes where it 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -116,18 +117,29 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
     frames = [evaluate(prompt_set, samples, build_metrics(metric_cfg), identity,
                        flatten_hparams({**method.params(), **generation_hp}), provenance, keys=keys)]
+    all_prediction_keys: dict[str, dict[str, str]] = {}
     for baseline in baselines:
         prediction_keys: dict[str, str] = {}
+        all_prediction_keys[baseline.name] = prediction_keys
         predictions = predict_all(baseline, prompt_set, samples, keys, store, out_keys=prediction_keys)
         frames.append(evaluate(prompt_set, predictions, build_metrics(metric_cfg),
                                {**identity, "method": baseline.name},
                                flatten_hparams({**baseline.params(), **generation_hp}), provenance,
                                keys=prediction_keys))
     rows = pd.concat(frames, ignore_index=True)
+    _write_sample_keys(run_dir, {cfg.method.name: keys, **all_prediction_keys})
     rows_path, summary_path = write_rows(rows, run_dir)
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
     log.info("rows: %s; summary: %s", rows_path, summary_path)
     return RunOutcome(rows, run_dir, generated, reused)
+
+
+def _write_sample_keys(run_dir: Path, keys: dict[str, dict[str, str]]) -> None:
+    """``sample_keys.json``: method -> record id -> content key of its sample in the store (what
+    ``harness report`` shows, also for metrics that give no per-sample rows)."""
+    temporary = run_dir / ".sample_keys.json.tmp"
+    temporary.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
+    temporary.replace(run_dir / "sample_keys.json")
 
 
 def evaluate(prompt_set: PromptSet, samples: dict[str, Sample], metrics: list, identity: dict[str, Any],

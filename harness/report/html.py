@@ -347,35 +347,38 @@ def gallery_model(experiment: str, runs: list[Run], images: _Images, store_root:
     notes: list[str] = []
     labels = _run_labels(runs)
     for run_number, run in enumerate(runs):
-        samples = run.rows[run.rows["level"] == "sample"]
-        if "sample_key" not in samples.columns or samples["sample_key"].isna().all():
-            if not samples.empty:
-                notes.append(f"{run.directory}: its per-sample rows carry no sample_key (made before the column "
-                             "existed); rerun it to see its samples here.")
+        entries = _sample_entries(run)
+        if not entries:
+            if not run.rows[run.rows["level"] == "sample"].empty:
+                notes.append(f"{run.directory}: no sample keys (sample_keys.json, or a sample_key column; runs made "
+                             "before they existed): rerun it to see its samples here.")
             continue
         store = _store_for(run, store_root, cwd)
         if store is None:
             notes.append(f"{run.directory}: its sample store was not found (give --store DIR).")
             continue
-        samples = samples[samples["sample_key"].notna()]
         # Methods whose samples carry an image first, so predictions without one reuse its image.
         base_images: dict[str, np.ndarray] = {}
         ground_truth = _ground_truth_for(run)
-        main_method = _main_method(run)
-        ordered = sorted(samples.groupby(["method", "sample_id", "sample_key"], sort=False),
-                         key=lambda g: g[0][0] != main_method)
-        for (method, sample_id, key), group in ordered:
-            card_id = (str(group["dataset"].iloc[0]), str(sample_id))
+        run_dataset = _display(run.rows["dataset"].dropna().iloc[0]) if run.rows["dataset"].notna().any() else ""
+        for method, sample_id, key, group in entries:
+            dataset = _display(group["dataset"].iloc[0]) if len(group) and "dataset" in group else run_dataset
+            card_id = (dataset, str(sample_id))
             if card_id not in cards:
                 if max_samples is not None and len(cards) >= max_samples:
                     continue
                 record = run.records.get(str(sample_id))
                 cards[card_id] = {"id": f"{card_id[0]}/{card_id[1]}", "dataset": card_id[0], "sample": card_id[1],
-                                  "prompt": record.prompt if record is not None else "", "words": [], "variants": []}
+                                  "prompt": record.prompt if record is not None else "", "words": [], "variants": [],
+                                  "truth": None, "truth_words": []}
             card = cards[card_id]
             sample = store.get(str(key))
             variant = _variant(run, run_number, str(method), str(sample_id), str(key), group, sample, images,
-                               base_images, ground_truth, labels[run_number])
+                               base_images, ground_truth, labels[run_number], want_truth=card["truth"] is None)
+            # The ground truth belongs to the sample: drawn once per card, from its first variant that has one.
+            truth, truth_words = variant.pop("truth"), variant.pop("truth_words")
+            if card["truth"] is None and truth is not None:
+                card["truth"], card["truth_words"] = truth, truth_words
             card["variants"].append(variant)
             for word in variant["words"]:
                 if word not in card["words"]:
@@ -394,14 +397,41 @@ def gallery_model(experiment: str, runs: list[Run], images: _Images, store_root:
     }
 
 
+def _sample_entries(run: Run) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """(method, sample id, store key, its per-sample rows) of a run: the keys from ``sample_keys.json``
+    (every sample, also where a metric gives no per-sample rows), else from the ``sample_key`` column;
+    the run's own method first, records in prompt-set order."""
+    samples = run.rows[run.rows["level"] == "sample"]
+    groups = {(str(m), str(i)): g for (m, i), g in samples.groupby(["method", "sample_id"], sort=False)}
+    keys: dict[tuple[str, str], str] = {}
+    keys_file = run.directory / "sample_keys.json"
+    if keys_file.is_file():
+        try:
+            document = json.loads(keys_file.read_text())
+            keys = {(str(m), str(i)): str(k) for m, mapping in document.items() for i, k in mapping.items()}
+        except (json.JSONDecodeError, AttributeError) as error:
+            log.warning("report: %s is unreadable (%s); using the rows' sample_key column.", keys_file, error)
+    if not keys and "sample_key" in samples.columns:
+        for (method, sample_id), group in groups.items():
+            present = group["sample_key"].dropna()
+            if len(present):
+                keys[(method, sample_id)] = str(present.iloc[0])
+    main_method = _main_method(run)
+    order = {record_id: position for position, record_id in enumerate(run.records)}
+    ranked = sorted(keys, key=lambda k: (k[0] != main_method, k[0], order.get(k[1], len(order)), k[1]))
+    empty = samples.iloc[0:0]
+    return [(method, sample_id, keys[(method, sample_id)], groups.get((method, sample_id), empty))
+            for method, sample_id in ranked]
+
+
 def _main_method(run: Run) -> str:
     method = (run.config.get("method") or {}).get("name") if isinstance(run.config.get("method"), dict) else None
     return str(method) if method else str(run.rows["method"].dropna().iloc[0])
 
 
 def _run_labels(runs: list[Run]) -> list[str]:
-    """What tells the runs of one experiment apart: the hp.* values that differ between them
-    (e.g. ``pag_scale=3.0``), else the run folder's name; empty for a single run."""
+    """What tells runs of one method apart: the hp.* values that differ between them (e.g.
+    ``pag_scale=3.0``), else the run folder's name; empty where the method alone does."""
     if len(runs) < 2:
         return [""] * len(runs)
     settings = []
@@ -409,17 +439,23 @@ def _run_labels(runs: list[Run]) -> list[str]:
         aggregates = run.rows[run.rows["level"] == "aggregate"]
         first = (aggregates if not aggregates.empty else run.rows).iloc[0]
         settings.append({c: _display(first[c]) for c in run.rows.columns if c.startswith("hp.")})
-    columns = sorted({c for s in settings for c in s})
-    varying = [c for c in columns if len({s.get(c, "") for s in settings}) > 1]
+    methods = [_main_method(run) for run in runs]
     labels = []
-    for run, values in zip(runs, settings):
+    for run, method, values in zip(runs, methods, settings):
+        peers = [s for m, s in zip(methods, settings) if m == method]
+        if len(peers) < 2:  # the method alone tells this run apart
+            labels.append("")
+            continue
+        columns = sorted({c for s in peers for c in s})
+        varying = [c for c in columns if len({s.get(c, "") for s in peers}) > 1]
         shown = ", ".join(f"{c.removeprefix('hp.')}={values.get(c, '')}" for c in varying[:3])
         labels.append(shown or run.directory.name)
     return labels
 
 
 def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, group: pd.DataFrame, sample,
-             images: _Images, base_images: dict[str, np.ndarray], ground_truth, run_label: str = "") -> dict[str, Any]:
+             images: _Images, base_images: dict[str, np.ndarray], ground_truth, run_label: str = "",
+             want_truth: bool = True) -> dict[str, Any]:
     label = f"{method} ({run_label})" if run_label else method
     metrics = {}
     for metric, values in group.groupby("metric"):
@@ -450,7 +486,7 @@ def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, g
         size = (base.shape[1], base.shape[0]) if base is not None else None
         variant["segmentation"] = images.write(f"{stem}_seg.png", _label_colours(sample.arrays["labels"], size))
         record = run.records.get(sample_id)
-        if record is not None:
+        if record is not None and want_truth:
             from harness.data.image_sets import load_record_labels
 
             try:
@@ -458,7 +494,7 @@ def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, g
                 variant["truth"] = images.write(f"{stem}_gt.png", _label_colours(truth, size))
             except (HarnessError, OSError, ValueError) as error:
                 log.debug("report: no label ground truth for %s (%s)", sample_id, error)
-    elif variant["overlays"] and ground_truth is not None:
+    elif variant["overlays"] and ground_truth is not None and want_truth:
         record = run.records.get(sample_id)
         if record is not None:
             try:

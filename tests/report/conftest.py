@@ -52,6 +52,34 @@ def write_synthetic_sweep(root: Path, store_root: Path, samples: int = SAMPLES_P
     return run_dirs
 
 
+def write_synthetic_segmentation(run_dir: Path, store_root: Path, samples: int = 3) -> Path:
+    """An EmerDiff-like run: samples with a ``labels`` array, records whose ground truth is a label
+    PNG, no per-sample rows (dataset-level metric only); the samples are named by sample_keys.json."""
+    import json
+
+    from PIL import Image
+
+    store = SampleStore(store_root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records, keys = [], {}
+    for i in range(samples):
+        labels = np.zeros((16, 16), np.int64)
+        labels[:, 8:] = 1 + i
+        truth = run_dir / f"truth{i}.png"
+        Image.fromarray(np.where(np.arange(16)[None, :] < 8, 0, 2).repeat(16, 0).astype(np.uint8)).save(truth)
+        records.append(PromptRecord(f"img{i}", f"image {i}", seed=i, meta={"label_path": str(truth)}))
+        key = content_key({"segmentation": i})
+        store.put(key, Sample(image=np.full((16, 16, 3), 40 * i, np.uint8), arrays={"labels": labels}))
+        keys[f"img{i}"] = key
+    PromptSet("seg", records).save(run_dir / "prompts.json")
+    (run_dir / "sample_keys.json").write_text(json.dumps({"emerdiff": keys}))
+    identity = {"experiment": "synthetic_segmentation", "model": "toy", "dataset": "toy_scenes", "split": "test",
+                "method": "emerdiff", "seed": 0}
+    write_rows(build_rows(identity, {}, {"git_sha": "abc-dirty", "config_hash": "", "versions": "{}", "run_dir": ""},
+                          [MetricResult("miou_hungarian", 0.25, samples, 0.2, 0.3)], []), run_dir)
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def report_runs(tmp_path_factory) -> dict[str, Path]:
     """{"root", "store", "daam_smoke", "sweep"}: the runs the report tests read."""
@@ -64,4 +92,5 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     write_synthetic_sweep(root / "runs" / "sweep", store)
+    write_synthetic_segmentation(root / "runs" / "segmentation", store)
     return {"root": root, "store": store, "daam_smoke": daam, "sweep": root / "runs" / "sweep"}

@@ -63,11 +63,30 @@ def test_report_holds_table_plots_gallery_and_provenance(report, report_runs):
     assert len(sweep["cards"]) == SAMPLES_PER_RUN and sweep["words"] == ["cat", "dog"]
     card = next(c for c in sweep["cards"] if c["sample"] == "s0000")
     assert card["prompt"] == HOSTILE_PROMPT and len(card["variants"]) == 2  # both scales side by side
+    assert [v["label"] for v in card["variants"]] == ["pag (pag_scale=1.0)", "pag (pag_scale=3.0)"]
     assert all((report.parent / v["image"]).is_file() and v["overlays"][0]["word"] == "dog" for v in card["variants"])
     daam = next(g for g in galleries if "smoke_prompts" in g["datasets"])
     assert daam["cards"] and daam["cards"][0]["variants"][0]["overlays"]
+    assert (report_runs["daam_smoke"] / "sample_keys.json").is_file()
     # Provenance: the command that reproduces the daam_smoke run.
     assert "harness run experiment=daam_smoke" in html and "store.root=" in html
+    assert "made from uncommitted changes" in html  # the segmentation run's sha ends in -dirty
+
+
+def test_segmentation_beside_ground_truth_without_per_sample_rows(report):
+    galleries = _gallery_data(report.read_text())
+    segmentation = next(g for g in galleries if "toy_scenes" in g["datasets"])
+    assert [c["sample"] for c in segmentation["cards"]] == ["img0", "img1", "img2"]
+    card = segmentation["cards"][1]
+    variant = card["variants"][0]
+    assert variant["method"] == "emerdiff" and variant["metrics"] == {}
+    from PIL import Image
+
+    segmented = Image.open(report.parent / variant["segmentation"]).convert("RGB")
+    truth = Image.open(report.parent / card["truth"]).convert("RGB")
+    # Left half label 0, right half label 2 in both (the prediction's 1 + i = 2 for img1): same colours.
+    assert segmented.getpixel((2, 8)) == truth.getpixel((2, 8)) and segmented.getpixel((13, 8)) == truth.getpixel((13, 8))
+    assert segmented.getpixel((2, 8)) != segmented.getpixel((13, 8))
 
 
 def test_user_strings_are_escaped_in_the_source(report):

@@ -61,6 +61,13 @@
       var node = el("article", {"class": "card", "data-sample": card.sample, "data-dataset": card.dataset});
       node.appendChild(el("h4", null, card.dataset + " / " + card.sample));
       node.appendChild(el("p", {"class": "prompt"}, card.prompt));
+      if (card.truth) {
+        var truth = el("div", {"class": "tiles truth"});
+        truth.appendChild(tile(card.truth, card.truth_words.length ? "truth: " + card.truth_words.join(", ") : "ground truth"));
+        node.appendChild(truth);
+      }
+      var variants = el("div", {"class": "variants"});
+      node.appendChild(variants);
       visibleVariants(card, method).forEach(function (variant) {
         var part = el("div", {"class": "variant", "data-method": variant.method});
         part.appendChild(el("div", {"class": "label"}, variant.label));
@@ -77,11 +84,8 @@
           if (!word || overlay.word === word) { tiles.appendChild(tile(overlay.src, overlay.word)); }
         });
         if (variant.segmentation) { tiles.appendChild(tile(variant.segmentation, "segmentation")); }
-        if (variant.truth) {
-          tiles.appendChild(tile(variant.truth, variant.truth_words.length ? "truth: " + variant.truth_words.join(", ") : "ground truth"));
-        }
         part.appendChild(tiles);
-        node.appendChild(part);
+        variants.appendChild(part);
       });
       return node;
     }
