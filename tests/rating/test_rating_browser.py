@@ -13,8 +13,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from harness.rating.task import read_ratings
-from harness.report.browser import chromium, console_errors, free_port, require_browser, screenshot_dir, wait_for
+from harness.report.browser import (
+    chromium,
+    console_errors,
+    free_port,
+    require_browser,
+    screenshot_dir,
+    wait_for,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+
 from harness.report.browser import chromium, console_errors, require_browser, screenshot_dir
 from harness.report.html import build_report
 
