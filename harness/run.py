@@ -235,6 +235,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     frames = [build_rows(p.identity, p.hparams, provenance, [r for m in p.metrics for r in m.compute()], p.per_sample)
               for p in predictors] + skipped
     rows = pd.concat(frames, ignore_index=True)
+    _write_sample_keys(run_dir, keys, predictors)
     rows_path, summary_path = write_rows(rows, run_dir)
     if cfg.figures:  # metrics that draw figures from their rows (harness/analysis/figures.py)
         from harness.analysis.figures import save_metric_figures
@@ -243,6 +244,24 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
     log.info("rows: %s; summary: %s", rows_path, summary_path)
     return RunOutcome(rows, run_dir, generated, reused)
+
+
+def _write_sample_keys(run_dir: Path, keys: dict[str, str], predictors: list[_Predictor]) -> None:
+    """``sample_keys.json``: method -> record id -> store key of its sample or prediction (what
+    ``harness report`` shows, also where no metric gives per-sample rows)."""
+    import json
+
+    document = {}
+    for predictor in predictors:
+        if predictor.baseline is None:
+            document[predictor.identity["method"]] = dict(keys)
+        else:
+            document[predictor.identity["method"]] = {
+                record_id: prediction_key(predictor.baseline, key, predictor.dataset_key)[0]
+                for record_id, key in keys.items()}
+    temporary = run_dir / ".sample_keys.json.tmp"
+    temporary.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    temporary.replace(run_dir / "sample_keys.json")
 
 
 def _run_shard(cfg: DictConfig, run_dir: Path, store: SampleStore, prompt_set: PromptSet,
