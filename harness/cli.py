@@ -75,6 +75,10 @@ def cmd_run(overrides: list[str]) -> int:
     sys.argv = ["harness", *overrides]
     try:
         task()
+    except SystemExit as exit_:  # Hydra's own errors and the task's HarnessError exit this way
+        if exit_.code in (None, 0):
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else 1
     finally:
         sys.argv = saved_argv
     return 0

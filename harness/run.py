@@ -43,6 +43,7 @@ from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
 from harness.store.rows import ROW_COLUMNS, build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
 from harness.store.samples import LazySamples, Sample, SampleStore, SampleWriter, content_key
+from harness.validation import validate_run
 
 log = logging.getLogger("harness.run")
 
@@ -101,6 +102,8 @@ class _Predictor:
         aggregates = build_rows(self.identity, self.hparams, provenance,
                                 [result for metric in self.metrics for result in metric.compute()], [])
         frames = [frame for frame in [aggregates, *self.frames] if not frame.empty]
+        if not frames:
+            return aggregates
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         hp = sorted(c for c in frame.columns if c.startswith("hp."))
         return frame[ROW_COLUMNS + hp + [c for c in frame.columns if c not in ROW_COLUMNS and c not in hp]]
@@ -160,13 +163,15 @@ def _make_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def build_method(cfg: DictConfig) -> tuple[Method, GenerationSettings]:
-    """Load the model and build the configured method (smoke reductions applied)."""
+def build_method(cfg: DictConfig, prompt_set: PromptSet) -> tuple[Method, GenerationSettings]:
+    """Load the model and build the configured method (smoke reductions applied); every input
+    (settings, sizes, the prompts of ``prompt_set``) is validated before anything is generated."""
     from harness.models.loader import load_model
 
     method_class = METHODS.get(cfg.method.name)
     model = load_model(cfg.model)
     settings = generation_settings(cfg, model)
+    validate_run(cfg, model, settings, prompt_set)  # bad input stops here: nothing generated or stored
     method: Method = method_class(cfg.method, model, settings)
     if cfg.smoke and hasattr(method, "reduce_for_smoke"):
         method.reduce_for_smoke()
@@ -177,8 +182,9 @@ def generate_part(cfg: DictConfig, cwd: Path | None, index: int, count: int) -> 
     """Generate shard ``index`` of ``count`` of ``cfg``'s prompt set into its store (what one
     shard job or one Ray worker does): (generated, reused). Loads the model once."""
     store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
-    records = shard_records(build_prompt_set(cfg).records, index, count)
-    method, settings = build_method(cfg)
+    prompt_set = build_prompt_set(cfg)
+    records = shard_records(prompt_set.records, index, count)
+    method, settings = build_method(cfg, prompt_set)
     plan = plan_samples(method, records, cfg.seed)
     return generate_missing(method, plan, store, settings.batch_size)
 
@@ -210,7 +216,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
 
         remote_generated = run_shards(cfg, executor, cwd)
 
-    method, settings = build_method(cfg)
+    method, settings = build_method(cfg, prompt_set)
     baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), method.model)
     plan = plan_samples(method, prompt_set.records, cfg.seed)
     generated, reused = generate_missing(method, plan, store, settings.batch_size)
@@ -236,13 +242,18 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     }
     generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
     predictors = [_Predictor(identity, flatten_hparams({**method.params(), **generation_hp}), build_metrics(metric_cfg))]
+    skipped: list[pd.DataFrame] = []
     for baseline in baselines:
+        if baseline.skipped_reason:  # an optional baseline that cannot run: NaN rows with the reason
+            skipped.append(baseline.skipped_rows(build_metrics(metric_cfg), identity,
+                                                 flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+            continue
         predictors.append(_Predictor({**identity, "method": baseline.name},
                                      flatten_hparams({**baseline.params(), **generation_hp}),
                                      build_metrics(metric_cfg), baseline,
                                      dataset_key(baseline, plan)))
     score_stream(plan, store, predictors, provenance)
-    rows = pd.concat([predictor.rows(provenance) for predictor in predictors], ignore_index=True)
+    rows = pd.concat([predictor.rows(provenance) for predictor in predictors] + skipped, ignore_index=True)
     rows_path, summary_path = write_rows(rows, run_dir)
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
     log.info("rows: %s; summary: %s", rows_path, summary_path)
@@ -254,7 +265,7 @@ def _run_shard(cfg: DictConfig, run_dir: Path, store: SampleStore, prompt_set: P
     import json
 
     records = shard_records(prompt_set.records, index, count)
-    method, settings = build_method(cfg)
+    method, settings = build_method(cfg, prompt_set)
     plan = plan_samples(method, records, cfg.seed)
     generated, reused = generate_missing(method, plan, store, settings.batch_size)
     document = {"shard": {"index": index, "count": count}, "records": len(records), "of": len(prompt_set),

@@ -7,8 +7,7 @@ and scores its IoU against the exact mask of the word's object. It is a training
 not the harness's DAAM implementation.
 
 `teacher_forced_probe` runs on rendered toy_gen scenes (noised latents of the real image at
-fixed timesteps); `generation_probe` generates images and scores maps against colour masks of
-the generated image (nearest palette colour among the colours the prompt names).
+fixed timesteps).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.metrics.overlap import mask_iou
 from harness.toy.splits import scene_for_index
 from harness.toy.tokens import encode
 from harness.toy.world import ALL_COLOURS, OBJECT_COLOURS, caption, render_scene
@@ -72,11 +72,6 @@ def capture_cross_attention(unet, grid: int):
         unet.set_attn_processor(original)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def word_map_ious(maps: np.ndarray, cap, masks: dict[int, np.ndarray]) -> dict[str, list[float]]:
     """IoU per word role: noun, colour, size, det (the object's determiner vs the object)."""
     size = next(iter(masks.values())).shape[0]
@@ -90,9 +85,9 @@ def word_map_ious(maps: np.ndarray, cap, masks: dict[int, np.ndarray]) -> dict[s
         heat = torch.from_numpy(maps[position])[None, None].float()
         heat = F.interpolate(heat, size=(size, size), mode="bicubic", align_corners=False)[0, 0].numpy()
         heat = (heat - heat.min()) / max(heat.max() - heat.min(), 1e-8)
-        scores[word.role].append(_iou(heat > THRESHOLD, object_mask))
+        scores[word.role].append(mask_iou(heat > THRESHOLD, object_mask))
         if word.role == "noun":
-            scores["centre_blob"].append(_iou(blob, object_mask))
+            scores["centre_blob"].append(mask_iou(blob, object_mask))
     return scores
 
 
@@ -142,45 +137,3 @@ def colour_masks(image: np.ndarray, scene) -> dict[int, np.ndarray]:
     distance = ((image[:, :, None, :].astype(float) - palette[None, None]) ** 2).sum(-1)
     nearest = distance.argmin(-1)
     return {m: nearest == m for m in range(len(palette))}
-
-
-@torch.no_grad()
-def generate_with_attention(pipeline, prompts: list[str], seed: int = 0, steps: int = 20,
-                            guidance_scale: float = 5.0, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Generate uint8 images for `prompts` and their summed conditional cross-attention maps.
-
-    Returns (images (N, H, W, 3) uint8, maps (N, tokens, latent, latent)). Batches are seeded
-    `seed + batch number`, so results do not depend on how many prompts precede a batch.
-    """
-    unet = pipeline.unet
-    all_images, all_maps = [], []
-    for b, start in enumerate(range(0, len(prompts), batch_size)):
-        batch = prompts[start : start + batch_size]
-        generator = torch.Generator().manual_seed(seed + b)
-        with capture_cross_attention(unet, unet.config.sample_size) as store:
-            # With guidance the pipeline batches [unconditional, conditional]: keep the conditional rows.
-            store["rows"] = torch.arange(len(batch), 2 * len(batch)) if guidance_scale > 1 else torch.arange(len(batch))
-            images = pipeline(batch, num_inference_steps=steps, guidance_scale=guidance_scale,
-                              generator=generator, output_type="np").images
-            all_maps.append(store["sum"].numpy())
-        all_images.append((images * 255).round().astype(np.uint8))
-    return np.concatenate(all_images), np.concatenate(all_maps)
-
-
-def attention_scores(scenes, images: np.ndarray, maps: np.ndarray) -> dict[str, float]:
-    """mIoU per word role of generated images' maps against their colour masks."""
-    all_scores: dict[str, list[float]] = {}
-    for k, scene in enumerate(scenes):
-        if len({o.colour for o in scene.objects}) != len(scene.objects):
-            continue  # colour masks cannot tell same-coloured objects apart
-        for role, values in word_map_ious(maps[k], caption(scene), colour_masks(images[k], scene)).items():
-            all_scores.setdefault(role, []).extend(values)
-    return _summary(all_scores)
-
-
-def generation_probe(pipeline, n_scenes: int = 32, seed: int = 0, steps: int = 20, guidance_scale: float = 5.0,
-                     split: str = "toy_gen", n_objects: int | None = None) -> dict[str, float]:
-    """Generate images for `split` captions; score attention against their colour masks."""
-    scenes = [scene_for_index(split, i, n_objects=n_objects) for i in range(n_scenes)]
-    images, maps = generate_with_attention(pipeline, [caption(s).text for s in scenes], seed, steps, guidance_scale)
-    return attention_scores(scenes, images, maps) | {"n_images": len(scenes)}
