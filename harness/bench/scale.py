@@ -2,21 +2,25 @@
 bare diffusers loop, and the speedup of two Ray workers over one.
 
 ``rss_growth_ratio``: (peak RSS of ``harness run`` on 4N samples - peak RSS on N samples) / raw
-bytes of the 3N extra images (H*W*3 each), tiny_random at 128x128, 1 denoising step, batch 8,
-metrics mean_intensity and seconds_per_image, each run in its own fresh process with a fresh
-store (peak RSS: ``ru_maxrss`` of that process). About 1 when every sample stays in memory;
-0 when memory does not depend on the number of samples.
+bytes of the 3N extra images (H*W*3 each), tiny_random at 128x128, N = 250, 1 denoising step,
+batch 8, metrics mean_intensity and seconds_per_image, each run in its own fresh process with
+a fresh store (peak RSS: ``ru_maxrss`` of that process). About 1 when every sample stays in
+memory; 0 when memory does not depend on the number of samples. tiny_random's architecture is
+narrowed for this figure (RSS_ARCHITECTURE: UNet channels 8/16, VAE channels 8/16/16, so the
+latent is 32x32): with the default VAE a 128x128 image costs a self-attention over 64x64
+tokens, and 1,250 images would take hours on a shared 2-core machine. What a run holds per
+sample does not depend on the network's width.
 
 ``harness_overhead_ratio``: wall time of ``run_experiment`` generating M = 64 images into a
-fresh store (tiny_random 64x64, batch 8, OVERHEAD_STEPS steps; model build, PNG writes, scoring
+fresh store (tiny_random 64x64, batch 8, OVERHEAD_STEPS = 4 steps; model build, PNG writes, scoring
 with the default metrics and the rows included) / wall time of a bare diffusers loop over the
 same pipeline, prompts, per-image generators and batches (model build and conversion to uint8
-included). The two alternate in one process, REPEATS times each, after one warm-up of each;
+included). The two alternate in one process, REPEATS = 2 times each, after one warm-up of each;
 medians. One torch thread.
 
 ``shard_speedup_2_workers``: wall time of ``run_experiment`` with ``executor=ray
 executor.num_workers=1`` / with ``num_workers=2`` (each worker one torch thread, one CPU),
-generating SPEEDUP_IMAGES images (tiny_random 64x64, batch 4, SPEEDUP_STEPS steps) into a fresh
+generating SPEEDUP_IMAGES = 32 images (tiny_random 64x64, batch 4, SPEEDUP_STEPS = 4 steps) into a fresh
 store and scoring them in the driver. A local Ray instance is started once with 2 CPUs and
 warmed up (worker processes imported) before timing; the two alternate, medians.
 
@@ -41,13 +45,14 @@ from harness import REPO_ROOT
 
 RSS_N = 250
 RSS_SIZE = 128
+RSS_ARCHITECTURE = "{unet_channels:[8,16],vae_channels:[8,16,16]}"
 OVERHEAD_IMAGES = 64
 OVERHEAD_SIZE = 64
 OVERHEAD_BATCH = 8
-OVERHEAD_STEPS = 10
-SPEEDUP_IMAGES = 48
-SPEEDUP_STEPS = 10
-REPEATS = 3
+OVERHEAD_STEPS = 4
+SPEEDUP_IMAGES = 32
+SPEEDUP_STEPS = 4
+REPEATS = 2
 
 
 def compose(overrides: list[str]):
@@ -83,8 +88,8 @@ def _rss_child(size: int, images: int, out: str) -> None:
     _quiet()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-rss-") as folder:
-        cfg = compose(["model=tiny_random", "dataset=smoke_prompts", f"dataset.size={images}",
-                       "generation.steps=1", "generation.batch_size=8", f"generation.height={size}",
+        cfg = compose(["model=tiny_random", f"++model.architecture={RSS_ARCHITECTURE}", "dataset=smoke_prompts",
+                       f"dataset.size={images}", "generation.steps=1", "generation.batch_size=8", f"generation.height={size}",
                        f"generation.width={size}", "figures=false", f"store.root={folder}/store"])
         started = time.perf_counter()
         outcome = run_experiment(cfg, Path(folder) / "run")
