@@ -107,7 +107,10 @@ def load_tiny_random(model_cfg: Any) -> LoadedModel:
     """``model=tiny_random``: built from config with seeded random weights."""
     from harness.models.tiny import build_tiny_random, tiny_fingerprint
 
-    architecture = dict(model_cfg.architecture or {})
+    from omegaconf import OmegaConf
+
+    # plain lists and dicts: the fingerprint is JSON of it (a ListConfig from an override is not JSON)
+    architecture = OmegaConf.to_container(OmegaConf.create(dict(model_cfg.architecture or {})), resolve=True)
     try:
         pipeline = build_tiny_random(architecture, model_cfg.weights_seed)
     except ValueError as error:
