@@ -5,7 +5,9 @@
   resolution and k-means'd per pixel. It isolates what the modulated-denoising step adds.
 - ``kmeans_colours``: k-means on the image's RGB pixel colours (no model at all).
 
-Both use K = the sample's ``clusters`` unless ``clusters`` is given, and a fixed seed.
+Both use K = the sample's ``clusters`` unless ``clusters`` is given, and a fixed seed. K is never
+lowered: an image with fewer distinct colours (or features) than K is a DataError naming the record
+(``harness.clustering``), so the K in the rows is the K used.
 """
 
 from __future__ import annotations
@@ -15,23 +17,10 @@ from typing import Any
 import numpy as np
 
 from harness.baselines.base import Baseline
+from harness.clustering import kmeans_labels
 from harness.data.prompts import PromptRecord
 from harness.errors import DataError
 from harness.store.samples import Sample
-
-
-def _kmeans(points: np.ndarray, clusters: int, seed: int, restarts: int, fit_points: int | None) -> np.ndarray:
-    """Labels of ``points`` (N x D); fitted on a seeded subsample of ``fit_points`` when N is larger."""
-    from sklearn.cluster import KMeans
-
-    # Fewer distinct points than clusters (flat-colour images) would leave empty clusters.
-    clusters = min(clusters, len(np.unique(points, axis=0)))
-    fit = points
-    if fit_points is not None and len(points) > fit_points:
-        rng = np.random.default_rng(seed)
-        fit = points[rng.choice(len(points), size=fit_points, replace=False)]
-    model = KMeans(n_clusters=clusters, n_init=restarts, random_state=seed).fit(fit.astype(np.float64))
-    return model.predict(points.astype(np.float64)).astype(np.int32)
 
 
 class _KMeansBaseline(Baseline):
@@ -50,6 +39,10 @@ class _KMeansBaseline(Baseline):
         if not count:
             raise DataError(f"baseline {self.name}: the sample does not say its number of clusters; set baseline.{self.name}.clusters.")
         return int(count)
+
+    def _labels(self, points: np.ndarray, sample: Sample, record: PromptRecord) -> np.ndarray:
+        return kmeans_labels(points, self._count(sample), self.seed, self.restarts, self.fit_points,
+                             what=f"baseline {self.name} on record {getattr(record, 'id', '?')!r}").astype(np.int32)
 
     def _image_shape(self, sample: Sample) -> tuple[int, int]:
         if "labels" in sample.arrays:
@@ -78,7 +71,7 @@ class NaiveUpsampling(_KMeansBaseline):
         upsampled = F.interpolate(features.T.reshape(1, channels, *grid), size=(height, width), mode="bilinear",
                                   align_corners=False)[0]
         points = upsampled.reshape(channels, -1).T.numpy()
-        labels = _kmeans(points, self._count(sample), self.seed, self.restarts, self.fit_points).reshape(height, width)
+        labels = self._labels(points, sample, record).reshape(height, width)
         return Sample(image=None, arrays={"labels": labels, "lowres_clusters": sample.arrays["lowres_clusters"]},
                       meta={"clusters": self._count(sample)})
 
@@ -93,5 +86,5 @@ class KMeansColours(_KMeansBaseline):
             raise DataError(f"baseline {self.name}: the sample of record {record.id!r} has no image.")
         height, width = sample.image.shape[:2]
         points = sample.image.reshape(-1, 3).astype(np.float64)
-        labels = _kmeans(points, self._count(sample), self.seed, self.restarts, self.fit_points).reshape(height, width)
+        labels = self._labels(points, sample, record).reshape(height, width)
         return Sample(image=None, arrays={"labels": labels}, meta={"clusters": self._count(sample)})

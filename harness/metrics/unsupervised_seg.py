@@ -37,26 +37,12 @@ from scipy.optimize import linear_sum_assignment
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import Metric
+from harness.metrics.overlap import confusion_matrix
 from harness.metrics.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
 MATCHINGS = ("dataset", "image")
-
-
-def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_segments: int, num_classes: int) -> np.ndarray:
-    """``M[k, c]`` over pixels with ``target >= 0``; predictions outside [0, num_segments) are refused."""
-    predicted = np.asarray(predicted).astype(np.int64).ravel()
-    target = np.asarray(target).astype(np.int64).ravel()
-    if predicted.shape != target.shape:
-        raise ValueError(f"prediction and target differ in size: {predicted.shape} vs {target.shape}")
-    valid = target >= 0
-    if np.any(target[valid] >= num_classes):
-        raise DataError(f"ground truth has class id {int(target[valid].max())} >= num_classes={num_classes}")
-    predicted, target = predicted[valid], target[valid]
-    if predicted.size and (predicted.min() < 0 or predicted.max() >= num_segments):
-        raise ValueError(f"predicted segment ids must be in [0, {num_segments}), got [{predicted.min()}, {predicted.max()}]")
-    return np.bincount(predicted * num_classes + target, minlength=num_segments * num_classes).reshape(num_segments, num_classes)
 
 
 def hungarian_match(confusion: np.ndarray) -> np.ndarray:
@@ -158,7 +144,7 @@ class _UnsupervisedSegmentation(Metric):
     def reset(self) -> None:
         self.confusions: list[np.ndarray] = []
 
-    def process(self, record: PromptRecord, sample: Sample) -> None:
+    def process(self, record: PromptRecord, sample: Sample) -> dict[str, float] | None:
         from harness.data.image_sets import load_record_labels
 
         if self.labels_key not in sample.arrays:
@@ -169,8 +155,13 @@ class _UnsupervisedSegmentation(Metric):
         if num_classes is None:
             raise DataError(f"Record {record.id!r} does not say its num_classes; set metric.{self.name}.num_classes.")
         predicted = resize_labels(np.asarray(sample.arrays[self.labels_key]), target.shape)
-        self.confusions.append(confusion_matrix(predicted, target, int(predicted.max()) + 1, int(num_classes)))
-        return None
+        confusion = confusion_matrix(predicted, target, int(predicted.max()) + 1, int(num_classes))
+        self.confusions.append(confusion)
+        if self.matching != "image":
+            return None  # a dataset-level matching has no per-image figure before every image is seen
+        # Per-image rows (the image matched on its own), for paired comparisons over images.
+        counts, pixels = per_image_matched_counts([confusion])
+        return {self.name: scores_from_counts(*counts[0], int(pixels[0]))[self.result_key]}
 
     def compute(self) -> list[MetricResult]:
         value = _scores(self.confusions, self.matching)[self.result_key]
