@@ -50,3 +50,17 @@ def test_daam_syntax_coco_without_weights(compose, tmp_path):
     with pytest.raises(MissingWeightsError) as caught:
         run_experiment(cfg, tmp_path / "run")
     assert "stable-diffusion-2-1-base" in str(caught.value)
+
+
+def test_toy_analyses_share_the_tau_daam_pos_toy_selects_on_dev(compose):
+    from omegaconf import OmegaConf
+
+    from harness import REPO_ROOT
+
+    declared = OmegaConf.load(REPO_ROOT / "conf" / "experiment" / "daam_pos_toy.yaml")
+    chosen = {entry["key"]: entry["value"] for entry in declared.selection.get("chosen") or []}
+    tau = chosen.get("metric.daam_pos.threshold", declared.metric.daam_pos.threshold)
+    assert declared.selection.split == "dev"
+    assert compose(["experiment=daam_syntax_toy"]).metric.daam_syntax.threshold == tau
+    assert compose(["experiment=entanglement_cohyponym_toy"]).metric.cohyponym_entanglement.threshold == tau
+    assert compose(["experiment=entanglement_adjective_toy"]).metric.adjective_entanglement.threshold == tau
