@@ -102,6 +102,7 @@ class SkillAccuracy(Metric):
         self.not_applicable = dict(not_applicable or {})
         self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
         self._reader = None
+        _ = self.reader  # built now: a missing detector checkpoint stops the run before it generates
 
     @property
     def reader(self) -> Any:
