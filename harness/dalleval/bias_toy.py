@@ -4,7 +4,9 @@ and the same attributes' distribution in the training data.
 Prompts (``params``): ``"a <shape>"`` for each shape (colour, size, position and background unsaid)
 and two-object prompts such as ``"a star above a square"`` (colours, sizes and background unsaid;
 positions are constrained by the relation, so position is read on one-object prompts only).
-Each prompt is generated ``dataset.size`` times (record seeds ``dataset.seed + 1000 p + r``).
+Each prompt is generated ``dataset.size`` times; the record seeds are indices of the evaluation
+split ``dataset.split`` (``dev`` / ``test``, ``harness.toy.splits.eval_indices`` with
+``dataset.seed``), so dev and test images never share a seed.
 
 Attributes (:data:`ATTRIBUTES`, categories in a fixed order) are read exactly from the image by
 the toy scene reader (:class:`harness.dalleval.toy_reader.ToySceneReader`: the annotator's regions,
@@ -66,17 +68,25 @@ def build_bias_toy(dataset_cfg: Any) -> PromptSet:
         (_phrase(s), [s], ["colour", "size", "position", "background"]) for s in shapes]
     prompts += [(f"{_phrase(a)} {relation} {_phrase(b)}", [a, b], ["colour", "size", "background"])
                 for a, relation, b in pairs]
+    from harness.toy.splits import EVAL_SPLITS, eval_indices
+
+    if dataset_cfg.split not in EVAL_SPLITS:
+        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for bias_toy, not "
+                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
     size = int(dataset_cfg.size if dataset_cfg.size is not None else 24)
-    start = int(dataset_cfg.seed)
+    if size < 1:
+        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
+    seeds = eval_indices(dataset_cfg.split, size * len(prompts), int(dataset_cfg.seed))
     records = []
     for repeat in range(size):  # interleaved, so that any head of the set holds every prompt
         for p, (text, objects, attributes) in enumerate(prompts):
             records.append(PromptRecord(
-                id=f"bias_toy-p{p:02d}-{repeat:04d}", prompt=text, seed=start + 1000 * p + repeat,
+                id=f"bias_toy-{dataset_cfg.split}-p{p:02d}-{repeat:04d}", prompt=text,
+                seed=seeds[repeat * len(prompts) + p],
                 meta={"nouns": list(dict.fromkeys(objects)), "bias": {"objects": objects, "attributes": attributes}}))
     return validate_prompt_set(
         PromptSet("bias_toy", records, builder="harness.dalleval.bias_toy:build_bias_toy",
-                  params={"images_per_prompt": size, "start": start, "shapes": shapes, "pairs": [list(p) for p in pairs]}),
+                  params={"images_per_prompt": size, "split": dataset_cfg.split, "seed": int(dataset_cfg.seed), "shapes": shapes, "pairs": [list(p) for p in pairs]}),
         "dataset=bias_toy")
 
 

@@ -15,8 +15,10 @@ of the image:
 - ``size``: "a <size> <colour> <shape>" (one-object scenes, the scene's own size).
 - ``counting``: not built: the toy grammar has no numerals (the metric reports an empty cell).
 
-Scene indices: skill ``k`` (in :data:`TOY_SKILLS` order) uses scenes ``start + 100000 k ..``,
-where ``start`` is ``dataset.seed`` (the experiment sets a window far from every other run's).
+Scenes: ``dataset.split`` (``dev`` for choices, ``test`` for reporting) and ``dataset.seed`` pick
+``4 * dataset.size`` scene indices of that evaluation split (``harness.toy.splits.eval_indices``);
+skill ``k`` (in :data:`TOY_SKILLS` order) takes every fourth, from the ``k``-th (a smaller size
+with the same seed is a prefix, per skill).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def skill_record(style: str, skill: str, index: int, k: int) -> PromptRecord:
             item["position"] = [relations[0], 1]
         include.append(item)
     return PromptRecord(
-        id=f"{style}-{skill}-{index:06d}", prompt=text, seed=index,
+        id=f"{style}-{skill}-{index:07d}", prompt=text, seed=index,
         meta={"skill": skill, "include": include, "style": style,
               "nouns": list(dict.fromkeys(o.shape for o in objects)),
               "scene": {"split": style, "index": index, "n_objects": SKILL_OBJECTS[skill]}})
@@ -74,13 +76,22 @@ def build_skills_toy(dataset_cfg: Any, style: str) -> PromptSet:
             hint = f" ({NOT_APPLICABLE[skill]})" if skill in NOT_APPLICABLE else ""
             raise ConfigError(f"dataset.params.skills: {skill!r} has no toy prompt set{hint}; "
                               f"toy skills: {', '.join(TOY_SKILLS)}.")
+    from harness.toy.splits import EVAL_SPLITS, eval_indices
+
+    if dataset_cfg.split not in EVAL_SPLITS:
+        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for skills_{style}, not "
+                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
     size = int(dataset_cfg.size if dataset_cfg.size is not None else 40)
-    start = int(dataset_cfg.seed)
-    records = [skill_record(style, skill, start + 100_000 * TOY_SKILLS.index(skill) + k, k)
+    if size < 1:
+        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
+    indices = eval_indices(dataset_cfg.split, size * len(TOY_SKILLS), int(dataset_cfg.seed))
+    per_skill = {skill: indices[k::len(TOY_SKILLS)] for k, skill in enumerate(TOY_SKILLS)}
+    records = [skill_record(style, skill, per_skill[skill][k], k)
                for k in range(size) for skill in skills]  # interleaved: any head holds every skill
     return validate_prompt_set(
         PromptSet(f"skills_{style}", records, builder=f"harness.dalleval.skills_toy:{style}",
-                  params={"size_per_skill": size, "start": start, "skills": skills}),
+                  params={"size_per_skill": size, "split": dataset_cfg.split, "seed": int(dataset_cfg.seed),
+                          "skills": skills}),
         f"dataset=skills_{style}")
 
 

@@ -168,6 +168,7 @@ class BiasSkew(Metric):
         self.resamples, self.per_noun = int(resamples), bool(per_noun)
         self.estimate = (not isinstance(reader, str) or reader != "toy") if estimate is None else bool(estimate)
         self._reader = None
+        _ = self.reader  # built now: missing judge weights stop the run before it generates
 
     @property
     def reader(self) -> Any:

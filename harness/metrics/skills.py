@@ -10,7 +10,8 @@ pass or fail. Readers (``judge=``):
   (local weights) with colour from the masked pixels' hue and position from box centres.
 - any ``"module:Class"`` whose instances have ``read_objects(image, record) -> list[SeenObject]``.
 
-Aggregates: ``skill.<name>`` = passed / judged prompts of that skill, with a binomial interval
+Aggregates: ``skill.<name>`` = passed / judged prompts of that skill (and
+``skill.spatial_relation.given_objects``: the relation alone, on images showing both objects), with a binomial interval
 (``interval``: ``wilson`` (default) or ``clopper_pearson``; both lie inside [0, 1]). Skills in
 ``not_applicable`` get a row with no value (NaN) and the reason as its definition: the toy grammar
 has no numerals, so its counting cell is empty, not invented.
@@ -46,16 +47,13 @@ INTERVALS = {"wilson": "wilson", "clopper_pearson": "exact"}
 
 def binomial_ci(successes: int, trials: int, confidence: float = 0.95,
                 method: str = "wilson") -> tuple[float | None, float | None]:
-    """A binomial proportion interval by scipy (``wilson`` or ``clopper_pearson``); (None, None) for no trials."""
-    from scipy.stats import binomtest
+    """A binomial proportion interval (``wilson`` or ``clopper_pearson``, by scipy through
+    :func:`harness.metrics.stats.proportion_ci`); (None, None) for no trials."""
+    from harness.metrics.stats import proportion_ci
 
     if method not in INTERVALS:
         raise ConfigError(f"interval={method!r}: use one of {', '.join(INTERVALS)}.")
-    if trials == 0:
-        return None, None
-    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence,
-                                                                    method=INTERVALS[method])
-    return max(0.0, float(interval.low)), min(1.0, float(interval.high))
+    return proportion_ci(int(successes), int(trials), confidence, INTERVALS[method])
 
 
 def build_reader(judge: str, options: dict[str, Any] | None = None) -> Any:
@@ -104,6 +102,7 @@ class SkillAccuracy(Metric):
         self.not_applicable = dict(not_applicable or {})
         self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
         self._reader = None
+        _ = self.reader  # built now: a missing detector checkpoint stops the run before it generates
 
     @property
     def reader(self) -> Any:
@@ -126,6 +125,9 @@ class SkillAccuracy(Metric):
         seen, regions = read_objects(self.reader, image, record)
         passed = bool(judge_skill(skill, include, seen))
         self.passed.setdefault(skill, []).append(int(passed))
+        if skill == "spatial_relation" and judge_skill("colour_binding", include, seen):
+            # the relation alone, on images that show both asked objects (chance: 1/2 by symmetry)
+            self.passed.setdefault("spatial_relation.given_objects", []).append(int(passed))
         out = [{"metric": f"skill.{skill}", "value": float(passed), "item": record.prompt}]
         if not passed and sample.arrays and len(self.failures) < self.max_failure_figures:
             self.failures.append((record, sample))
@@ -141,10 +143,12 @@ class SkillAccuracy(Metric):
         for skill in [s for s in SKILLS if s in self.passed] + sorted(set(self.passed) - set(SKILLS)):
             values = self.passed[skill]
             low, high = binomial_ci(sum(values), len(values), self.confidence, self.interval)
+            what = (f"fraction of {skill} prompts whose image passes the judge" if skill != "spatial_relation.given_objects"
+                    else "fraction of spatial-relation prompts whose image shows both asked objects (class and colour) "
+                         "that also satisfy the relation; a layout blind to the relation scores 1/2 (mirror symmetry)")
             results.append(MetricResult(
                 f"skill.{skill}", sum(values) / len(values), len(values), low, high,
-                definition=(f"fraction of {skill} prompts whose image passes the judge ({self._identity()}); "
-                            f"{int(self.confidence * 100)}% {method} binomial interval")))
+                definition=f"{what} ({self._identity()}); {int(self.confidence * 100)}% {method} binomial interval"))
         for skill, reason in self.not_applicable.items():
             if skill not in self.passed:
                 results.append(MetricResult(f"skill.{skill}", math.nan, 0, definition=reason))

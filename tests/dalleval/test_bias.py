@@ -104,7 +104,7 @@ def test_metric_on_a_stand_in_reader():
 
 
 def test_bias_prompts_leave_the_attributes_unsaid():
-    prompt_set = build_bias_toy(SimpleNamespace(size=3, seed=300_000, params={}))
+    prompt_set = build_bias_toy(SimpleNamespace(size=3, seed=0, split="test", params={}))
     assert len(prompt_set) == 9 * 3
     texts = {r.prompt for r in prompt_set.records}
     assert "a circle" in texts and "a star above a square" in texts
@@ -112,5 +112,10 @@ def test_bias_prompts_leave_the_attributes_unsaid():
 
     for text in texts:
         assert not set(text.split()) & (set(ALL_COLOURS) | set(SIZES) | {"background"})
+    dev = build_bias_toy(SimpleNamespace(size=3, seed=0, split="dev", params={}))
+    assert not {r.seed for r in dev.records} & {r.seed for r in prompt_set.records}  # disjoint seeds
+    assert min(r.seed for r in prompt_set.records) >= 2_000_000  # the test range of harness.toy.splits
+    with pytest.raises(ConfigError, match="split"):
+        build_bias_toy(SimpleNamespace(size=1, seed=0, split="toy_gen", params={}))
     with pytest.raises(ConfigError, match="unknown shape"):
-        build_bias_toy(SimpleNamespace(size=1, seed=0, params={"shapes": ["hexagon"]}))
+        build_bias_toy(SimpleNamespace(size=1, seed=0, split="dev", params={"shapes": ["hexagon"]}))

@@ -163,14 +163,18 @@ def test_binomial_intervals_match_their_closed_forms():
         binomial_ci(1, 2, method="wald")
 
 
-def _cfg(size, seed, params=None):
+def _cfg(size, seed, params=None, split="test"):
     from types import SimpleNamespace
 
-    return SimpleNamespace(size=size, seed=seed, params=params or {})
+    return SimpleNamespace(size=size, seed=seed, split=split, params=params or {})
 
 
 def test_skill_prompts_carry_tags_that_match_their_text():
-    prompt_set = build_skills_toy(_cfg(4, 300_000), "toy_unreal")
+    prompt_set = build_skills_toy(_cfg(4, 0), "toy_unreal")
+    dev = build_skills_toy(_cfg(4, 0, split="dev"), "toy_unreal")
+    assert not {r.meta["scene"]["index"] for r in dev.records} & {r.meta["scene"]["index"] for r in prompt_set.records}
+    smaller = build_skills_toy(_cfg(2, 0), "toy_unreal")  # a prefix of the larger set, skill by skill
+    assert [r.id for r in smaller.records] == [r.id for r in prompt_set.records[:8]]
     assert len(prompt_set) == 4 * len(TOY_SKILLS)
     assert {r.meta["skill"] for r in prompt_set.records[:4]} == set(TOY_SKILLS)  # interleaved
     for record in prompt_set.records:
