@@ -260,7 +260,7 @@ class _Images:
             pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
             pil = pil.convert("RGB")
             pil.thumbnail((self.thumbnail, self.thumbnail))
-            pil.save(self.folder / name, format="PNG", optimize=False)
+            pil.save(self.folder / name, format="PNG", compress_level=1)  # fast to write; thumbnails stay small
             self.written.add(name)
         return f"{self.folder.name}/{name}"
 
@@ -523,10 +523,12 @@ def provenance_model(run: Run, cwd: Path) -> dict[str, Any]:
     overrides = list(run.overrides)
     if run.multirun:  # one job of a sweep: run it alone
         overrides.append("hydra.mode=RUN")
-    command = "harness run " + " ".join(shlex.quote(o) for o in overrides)
-    clean_sha = sha.removesuffix("-dirty")
-    if clean_sha != "unknown":
-        command = f"git checkout {shlex.quote(clean_sha)} && {command}"
+    command = None
+    if (run.directory / ".hydra" / "overrides.yaml").is_file():
+        command = "harness run " + " ".join(shlex.quote(o) for o in overrides)
+        clean_sha = sha.removesuffix("-dirty")
+        if clean_sha != "unknown":
+            command = f"git checkout {shlex.quote(clean_sha)} && {command}"
     try:
         shown = str(run.directory.resolve().relative_to(cwd.resolve()))
     except ValueError:

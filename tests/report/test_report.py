@@ -103,3 +103,15 @@ def test_cli_writes_the_page_and_says_where(report_runs, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "No rows.parquet found" in capsys.readouterr().err
     assert main(["report", str(report_runs["daam_smoke"]), "--out", str(tmp_path / "r.txt")]) == 2
+
+
+def test_a_missing_browser_skips_with_the_packages_named_but_fails_under_ci(monkeypatch):
+    import harness.report.browser as browser
+
+    monkeypatch.setattr(browser, "browser_paths", lambda: (None, None))
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="missing chromium, chromium-driver"):
+        browser.require_browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the browser checks cannot run"):
+        browser.require_browser()
