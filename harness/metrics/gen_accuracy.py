@@ -58,9 +58,12 @@ class GenAccuracy(Metric):
         self.values.append(value)
         return {self.name: value}
 
+    def empty_reason(self) -> str:
+        return "no sample had an image to judge"
+
     def compute(self) -> list[MetricResult]:
         if not self.values:
-            return []
+            return self.nothing_to_score(self.empty_reason())
         mean, low, high = mean_ci(self.values)
         identity = self.evaluator.identity() if hasattr(self.evaluator, "identity") else self.evaluator_module
         return [MetricResult(self.name, mean, len(self.values), low, high,
