@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
-	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev,scale]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

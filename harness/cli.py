@@ -65,7 +65,7 @@ def cmd_run(overrides: list[str]) -> int:
             logging.getLogger("harness").error("%s", error)
             print(f"harness: error: {error}", file=sys.stderr)
             sys.exit(2)
-        if cfg.print_summary:
+        if cfg.print_summary and not outcome.rows.empty:  # a shard run has no rows
             print_summary(outcome.rows)
         print(f"Results: {run_dir} (summary.csv, rows.parquet); "
               f"{outcome.generated} sample(s) generated, {outcome.reused} reused from the cache.")

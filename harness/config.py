@@ -79,6 +79,33 @@ class StoreConfig:
 
 
 @dataclass
+class ShardConfig:
+    """Which part of the prompt set this run generates (``shard.index=I shard.count=N``).
+
+    Shard I of N is every N-th record starting at position I, the same for every method; a run
+    with ``count > 1`` only generates its part into the store (no rows); the run without
+    ``shard`` then reuses every sample and scores the whole set.
+    """
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
+class ExecutorConfig:
+    """Where generation runs: ``local`` (this process) or ``ray`` (shards as Ray tasks, one
+    model load per worker, scored afterwards in this process)."""
+
+    name: str = "local"  #: local | ray
+    num_workers: int = 1  #: shards = Ray tasks run side by side
+    gpus_per_worker: float = 0.0  #: Ray num_gpus of each task (1 on a GPU node)
+    cpus_per_worker: float = 1.0  #: Ray num_cpus of each task
+    threads_per_worker: int | None = None  #: torch threads in each worker (None: cpus_per_worker)
+    address: str | None = None  #: an existing cluster ("auto", "ray://host:10001"); None starts a local one
+    object_store_memory: int | None = 200_000_000  #: bytes, local instance only (samples go to the store, not Ray)
+
+
+@dataclass
 class RunConfig:
     """The top-level schema of ``harness run``."""
 
@@ -95,6 +122,8 @@ class RunConfig:
     #: save per-sample figures (overlays, segmentations) when the method offers them
     figures: bool = True
     store: StoreConfig = field(default_factory=StoreConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     #: reduced mode for tests and smoke checks: fewer samples and steps, same code path
     smoke: bool = False
     #: overrides that turn this experiment into its smoke version on this machine (e.g. a
@@ -120,6 +149,7 @@ def register_configs() -> None:
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="method", name="method_schema", node=MethodConfig)
     cs.store(group="method", name="generate_schema", node=GenerateMethodConfig)
+    cs.store(group="executor", name="executor_schema", node=ExecutorConfig)
     for group, name, node in _EXTRA_SCHEMAS:
         cs.store(group=group, name=name, node=node)
 

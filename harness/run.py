@@ -1,16 +1,33 @@
 """One experiment run, as a straight line:
 
-    config -> prompt set -> model -> method -> cached samples -> metrics -> tidy rows
+    config -> prompt set -> (shard) -> model -> method -> cached samples -> metrics -> tidy rows
 
 Samples are generated (or taken from the cache) first and evaluated afterwards, so a failure
 while scoring never costs a generated sample, and a killed run resumes where it stopped.
+
+Nothing holds all samples of a run. Generation writes each finished batch to the store on a
+background thread (:class:`~harness.store.samples.SampleWriter`) while the next batch is
+generated; scoring then streams the samples back from the store one at a time into the
+metrics (and the baselines), so memory is bounded by a few batches, the metrics' running state
+and the model, not by the number of samples.
+
+Sharding (``shard.index=I shard.count=N``) keeps every N-th record of the prompt set, starting
+at record I (positions in the prompt set, so the split is the same for every method and
+paired comparisons stay paired); a shard run only generates its part into the shared store.
+The run without ``shard`` then generates nothing and scores the whole set. ``executor=ray``
+fans the shards out as Ray tasks (:mod:`harness.executors`) and scores in the driver.
+
+Two functions are the hooks for what a sample carries: :func:`plan_samples` builds every
+record's spec and content key (the one place a spec is made) and :func:`commit_sample` fills
+a generated sample's metadata and hands it to the store (the one place a sample is committed).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +36,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from harness.baselines.base import Baseline, build_baselines
-from harness.data.prompts import PromptSet, validate_prompt_set
-from harness.errors import HarnessError
+from harness.data.prompts import PromptRecord, PromptSet, validate_prompt_set
+from harness.errors import ConfigError, HarnessError
 from harness.methods.base import GenerationSettings, Method, generation_seed
 from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
 from harness.store.rows import build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
-from harness.store.samples import Sample, SampleStore, content_key
+from harness.store.samples import LazySamples, Sample, SampleStore, SampleWriter, content_key
 from harness.validation import validate_run
 
 log = logging.getLogger("harness.run")
@@ -33,6 +50,11 @@ log = logging.getLogger("harness.run")
 #: In smoke mode every experiment runs on at most this many records with at most this many steps.
 SMOKE_RECORDS = 2
 SMOKE_STEPS = 2
+#: Config keys that say where or how a run executes, not what it measures: left out of the
+#: config hash, so a sharded, Ray or Slurm run gives the same rows as a one-process run.
+EXECUTION_KEYS = ("store", "print_summary", "figures", "smoke_overrides", "shard", "executor")
+#: Batches waiting for the writer thread before generation blocks (bounds memory).
+WRITER_PENDING_BATCHES = 2
 
 
 @dataclass
@@ -41,6 +63,28 @@ class RunOutcome:
     run_dir: Path
     generated: int
     reused: int
+
+
+@dataclass
+class PlannedSample:
+    """One record's sample as the run plans it: its seed, spec and content key."""
+
+    record: PromptRecord
+    seed: int
+    key: str
+    spec: dict[str, Any]
+
+
+@dataclass
+class _Predictor:
+    """The method or one baseline, with its metrics and the rows it has produced so far."""
+
+    identity: dict[str, Any]
+    hparams: dict[str, Any]
+    metrics: list
+    baseline: Baseline | None = None
+    dataset_key: str | None = None
+    per_sample: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_path(path: str | Path, base: Path | None = None) -> Path:
@@ -57,6 +101,18 @@ def build_prompt_set(cfg: DictConfig) -> PromptSet:
     return validate_prompt_set(prompt_set, f"dataset={cfg.dataset.name}")
 
 
+def shard_records(records: list[PromptRecord], index: int, count: int) -> list[PromptRecord]:
+    """Shard ``index`` of ``count``: records at positions index, index + count, ... (round robin).
+
+    A deterministic partition of the prompt set: the shards are disjoint, cover every record, and
+    are the same for every method, model and seed; they differ in size by at most one record.
+    """
+    count, index = int(count), int(index)
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard.index={index} shard.count={count}: need count >= 1 and 0 <= index < count.")
+    return records[index::count]
+
+
 def generation_settings(cfg: DictConfig, model: Any) -> GenerationSettings:
     gen = cfg.generation
     steps = min(gen.steps, SMOKE_STEPS) if cfg.smoke else gen.steps
@@ -70,21 +126,26 @@ def generation_settings(cfg: DictConfig, model: Any) -> GenerationSettings:
     )
 
 
-def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None) -> RunOutcome:
-    """Run ``cfg`` and write ``rows.parquet`` and ``summary.csv`` into ``run_dir``."""
-    from harness.models.loader import load_model
+def _shard_of(cfg: DictConfig) -> tuple[int, int]:
+    shard = cfg.get("shard") or {}
+    return int(shard.get("index", 0)), int(shard.get("count", 1))
 
+
+def _make_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise HarnessError(f"The output directory {run_dir} cannot be created ({error.strerror}); "
                            "choose another with hydra.run.dir=DIR.") from None
-    store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
-    store.clean_staging()
+    return run_dir
 
-    prompt_set = build_prompt_set(cfg)
-    prompt_set.save(run_dir / "prompts.json")
+
+def build_method(cfg: DictConfig, prompt_set: PromptSet) -> tuple[Method, GenerationSettings]:
+    """Load the model and build the configured method (smoke reductions applied); every input
+    (settings, sizes, the prompts of ``prompt_set``) is validated before anything is generated."""
+    from harness.models.loader import load_model
+
     method_class = METHODS.get(cfg.method.name)
     model = load_model(cfg.model)
     settings = generation_settings(cfg, model)
@@ -92,18 +153,60 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     method: Method = method_class(cfg.method, model, settings)
     if cfg.smoke and hasattr(method, "reduce_for_smoke"):
         method.reduce_for_smoke()
-    # Metrics and baselines are built before generating so a bad option or missing weight
+    return method, settings
+
+
+def generate_part(cfg: DictConfig, cwd: Path | None, index: int, count: int) -> tuple[int, int]:
+    """Generate shard ``index`` of ``count`` of ``cfg``'s prompt set into its store (what one
+    shard job or one Ray worker does): (generated, reused). Loads the model once."""
+    store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
+    prompt_set = build_prompt_set(cfg)
+    records = shard_records(prompt_set.records, index, count)
+    method, settings = build_method(cfg, prompt_set)
+    plan = plan_samples(method, records, cfg.seed)
+    return generate_missing(method, plan, store, settings.batch_size)
+
+
+def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None) -> RunOutcome:
+    """Run ``cfg`` and write ``rows.parquet`` and ``summary.csv`` into ``run_dir``.
+
+    With ``shard.count > 1`` only that shard's samples are generated (no rows: the unsharded
+    run scores the whole set); with ``executor=ray`` the shards are generated by Ray workers
+    first and this process scores.
+    """
+    run_dir = _make_run_dir(run_dir)
+    store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
+    store.clean_staging()
+    prompt_set = build_prompt_set(cfg)
+    index, count = _shard_of(cfg)
+    if count > 1:
+        return _run_shard(cfg, run_dir, store, prompt_set, index, count)
+    prompt_set.save(run_dir / "prompts.json")
+    # Metrics and baselines are checked before generating so a bad option or missing weight
     # file stops the run at once, not after the samples.
     metric_cfg = OmegaConf.to_container(cfg.metric, resolve=True)
     build_metrics(metric_cfg)
-    baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), model)
 
-    samples, keys, generated, reused = generate_all(method, prompt_set, cfg.seed, settings.batch_size, store)
+    remote_generated = 0
+    executor = cfg.get("executor") or {}
+    if executor.get("name", "local") != "local":
+        from harness.executors import run_shards
+
+        remote_generated = run_shards(cfg, executor, cwd)
+
+    method, settings = build_method(cfg, prompt_set)
+    baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), method.model)
+    plan = plan_samples(method, prompt_set.records, cfg.seed)
+    generated, reused = generate_missing(method, plan, store, settings.batch_size)
+    generated, reused = generated + remote_generated, reused - remote_generated
+
+    keys = {item.record.id: item.key for item in plan}
     if cfg.figures and hasattr(method, "save_figures"):
-        method.save_figures(run_dir, prompt_set.records, samples)
+        # A read-only mapping over the store: figure hooks read one sample at a time.
+        method.save_figures(run_dir, prompt_set.records, LazySamples(store, keys))
 
     container = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("store", "print_summary", "figures", "smoke_overrides"):
+    for key in EXECUTION_KEYS:
         container.pop(key, None)
     provenance = {"git_sha": git_sha(), "config_hash": config_hash(container),
                   "versions": library_versions(), "run_dir": str(run_dir)}
@@ -116,17 +219,20 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
         "seed": int(cfg.seed),
     }
     generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
-    frames = [evaluate(prompt_set, samples, build_metrics(metric_cfg), identity,
-                       flatten_hparams({**method.params(), **generation_hp}), provenance)]
+    predictors = [_Predictor(identity, flatten_hparams({**method.params(), **generation_hp}), build_metrics(metric_cfg))]
+    skipped: list[pd.DataFrame] = []
     for baseline in baselines:
         if baseline.skipped_reason:  # an optional baseline that cannot run: NaN rows with the reason
-            frames.append(baseline.skipped_rows(build_metrics(metric_cfg), identity,
-                                                  flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+            skipped.append(baseline.skipped_rows(build_metrics(metric_cfg), identity,
+                                                 flatten_hparams({**baseline.params(), **generation_hp}), provenance))
             continue
-        predictions = predict_all(baseline, prompt_set, samples, keys, store)
-        frames.append(evaluate(prompt_set, predictions, build_metrics(metric_cfg),
-                               {**identity, "method": baseline.name},
-                               flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+        predictors.append(_Predictor({**identity, "method": baseline.name},
+                                     flatten_hparams({**baseline.params(), **generation_hp}),
+                                     build_metrics(metric_cfg), baseline,
+                                     dataset_key(baseline, plan)))
+    score_stream(plan, store, predictors)
+    frames = [build_rows(p.identity, p.hparams, provenance, [r for m in p.metrics for r in m.compute()], p.per_sample)
+              for p in predictors] + skipped
     rows = pd.concat(frames, ignore_index=True)
     rows_path, summary_path = write_rows(rows, run_dir)
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
@@ -134,80 +240,139 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     return RunOutcome(rows, run_dir, generated, reused)
 
 
-def evaluate(prompt_set: PromptSet, samples: dict[str, Sample], metrics: list, identity: dict[str, Any],
-             hparams: dict[str, Any], provenance: dict[str, Any]) -> pd.DataFrame:
-    """Score one predictor's samples with every metric; its rows."""
-    per_sample: list[dict[str, Any]] = []
-    for record in tqdm(prompt_set.records, desc=f"evaluate ({identity['method']})", unit="sample", leave=False):
-        sample = samples[record.id]
-        for metric in metrics:
-            values = metric.process(record, sample) or {}
-            if isinstance(values, dict):
-                values = [{"metric": name, "value": value} for name, value in values.items()]
-            for item in values:
-                per_sample.append({"sample_id": record.id, "kind": metric.kind, **item})
-    aggregates = [result for metric in metrics for result in metric.compute()]
-    return build_rows(identity, hparams, provenance, aggregates, per_sample)
+def _run_shard(cfg: DictConfig, run_dir: Path, store: SampleStore, prompt_set: PromptSet,
+               index: int, count: int) -> RunOutcome:
+    import json
+
+    records = shard_records(prompt_set.records, index, count)
+    method, settings = build_method(cfg, prompt_set)
+    plan = plan_samples(method, records, cfg.seed)
+    generated, reused = generate_missing(method, plan, store, settings.batch_size)
+    document = {"shard": {"index": index, "count": count}, "records": len(records), "of": len(prompt_set),
+                "generated": generated, "reused": reused, "store": str(store.root)}
+    (run_dir / "shard.json").write_text(json.dumps(document, indent=1) + "\n")
+    log.info("shard %d/%d: %d record(s) of %d; generated %d, reused %d; score with the same command "
+             "without shard.*", index, count, len(records), len(prompt_set), generated, reused)
+    return RunOutcome(pd.DataFrame(), run_dir, generated, reused)
 
 
-def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: dict[str, Sample], keys: dict[str, str],
-                store: SampleStore) -> dict[str, Sample]:
-    """A baseline's prediction for every sample, cached under the sample's key + the baseline's."""
-    predictions: dict[str, Sample] = {}
-    # A dataset-level baseline (one fit over every sample, e.g. k-means with dataset-wide cluster
-    # ids) is fitted once before predicting; its predictions are keyed by the whole sample set.
-    dataset_level = getattr(baseline, "dataset_level", False)
-    dataset_key = (content_key({"samples": sorted(keys[r.id] for r in prompt_set.records)})
-                   if dataset_level else None)
-    fitted = False
-    for record in tqdm(prompt_set.records, desc=f"baseline ({baseline.name})", unit="sample"):
-        spec = {"baseline": baseline.name, "version": baseline.version, "params": baseline.params(),
-                "of": keys[record.id]}
-        if dataset_level:
-            spec["dataset"] = dataset_key
-        key = content_key(spec)
-        prediction = store.get(key)
-        if prediction is None:
-            if dataset_level and not fitted:
-                baseline.fit(prompt_set.records, samples)
-                fitted = True
-            began = time.perf_counter()
-            prediction = baseline.predict(record, samples[record.id])
-            prediction.meta.setdefault("seconds", time.perf_counter() - began)
-            store.put(key, prediction, spec)
-        predictions[record.id] = prediction
-    return predictions
-
-
-def generate_all(method: Method, prompt_set: PromptSet, run_seed: int, batch_size: int,
-                 store: SampleStore) -> tuple[dict[str, Sample], dict[str, str], int, int]:
-    """Every record's sample (from the store when finished before, else generated and stored),
-    its content key, and how many were generated and reused."""
-    samples: dict[str, Sample] = {}
-    keys: dict[str, str] = {}
-    pending = []
-    for record in prompt_set.records:
+def plan_samples(method: Method, records: list[PromptRecord], run_seed: int) -> list[PlannedSample]:
+    """Every record's seed, spec and content key (the one place a sample's spec is built)."""
+    plan = []
+    for record in records:
         seed = generation_seed(run_seed, record.seed)
         spec = method.sample_spec(record, seed)
-        key = content_key(spec)
-        keys[record.id] = key
-        cached = store.get(key)
-        if cached is not None:
-            samples[record.id] = cached
-        else:
-            pending.append((record, seed, key, spec))
-    reused = len(samples)
-    progress = tqdm(total=len(prompt_set), initial=reused, desc=f"generate ({method.name})", unit="sample")
-    with progress:
+        plan.append(PlannedSample(record, seed, content_key(spec), spec))
+    return plan
+
+
+def commit_sample(writer: SampleWriter, planned: PlannedSample, sample: Sample, seconds: float) -> None:
+    """Fill a generated sample's run metadata and hand it to the store's writer (the one place
+    a generated sample is committed)."""
+    sample.meta.setdefault("seconds", seconds)
+    sample.meta.setdefault("record_id", planned.record.id)
+    writer.submit(planned.key, sample, planned.spec)
+
+
+def generate_missing(method: Method, plan: list[PlannedSample], store: SampleStore,
+                     batch_size: int) -> tuple[int, int]:
+    """Generate every planned sample the store lacks, in batches of ``batch_size``; (generated, reused).
+
+    Finished batches are written by a background thread while the next one is generated; at
+    most :data:`WRITER_PENDING_BATCHES` batches wait for it, so memory does not grow with the
+    run. A killed run loses only the samples not yet renamed into the store.
+    """
+    pending = [item for item in plan if not store.check(item.key)]
+    reused = len(plan) - len(pending)
+    progress = tqdm(total=len(plan), initial=reused, desc=f"generate ({method.name})", unit="sample")
+    with progress, SampleWriter(store, max_pending=WRITER_PENDING_BATCHES * batch_size) as writer:
         for start in range(0, len(pending), batch_size):
             batch = pending[start:start + batch_size]
             began = time.perf_counter()
-            outputs = method.run_batch([item[0] for item in batch], [item[1] for item in batch])
+            outputs = method.run_batch([item.record for item in batch], [item.seed for item in batch])
             elapsed = time.perf_counter() - began
-            for (record, _seed, key, spec), sample in zip(batch, outputs, strict=True):
-                sample.meta.setdefault("seconds", elapsed / len(batch))
-                sample.meta.setdefault("record_id", record.id)
-                store.put(key, sample, spec)
-                samples[record.id] = sample
+            for planned, sample in zip(batch, outputs, strict=True):
+                commit_sample(writer, planned, sample, elapsed / len(batch))
             progress.update(len(batch))
-    return samples, keys, len(pending), reused
+    return len(pending), reused
+
+
+def dataset_key(baseline: Baseline, plan: list[PlannedSample]) -> str | None:
+    """A dataset-level baseline's predictions depend on the whole sample set: its key."""
+    if not getattr(baseline, "dataset_level", False):
+        return None
+    return content_key({"samples": sorted(item.key for item in plan)})
+
+
+def prediction_key(baseline: Baseline, sample_key: str, dataset: str | None) -> tuple[str, dict[str, Any]]:
+    spec = {"baseline": baseline.name, "version": baseline.version, "params": baseline.params(), "of": sample_key}
+    if dataset is not None:
+        spec["dataset"] = dataset
+    return content_key(spec), spec
+
+
+def predict_one(baseline: Baseline, record: PromptRecord, sample: Sample, key: str, spec: dict[str, Any],
+                store: SampleStore, writer: SampleWriter | None = None) -> Sample:
+    """The baseline's prediction for one sample: from the store, else predicted and stored."""
+    prediction = store.get(key)
+    if prediction is None:
+        began = time.perf_counter()
+        prediction = baseline.predict(record, sample)
+        prediction.meta.setdefault("seconds", time.perf_counter() - began)
+        if writer is None:
+            store.put(key, prediction, spec)
+        else:
+            writer.submit(key, prediction, spec)
+    return prediction
+
+
+def predict_all(baseline: Baseline, prompt_set: PromptSet, samples: Mapping[str, Sample], keys: dict[str, str],
+                store: SampleStore) -> dict[str, Sample]:
+    """Every record's prediction (a helper for tests and scripts; the runner streams instead)."""
+    plan = [PlannedSample(r, 0, keys[r.id], {}) for r in prompt_set.records]
+    data_key = dataset_key(baseline, plan)
+    specs = {r.id: prediction_key(baseline, keys[r.id], data_key) for r in prompt_set.records}
+    if data_key is not None and not all(store.has(specs[r.id][0]) for r in prompt_set.records):
+        baseline.fit(prompt_set.records, samples)
+    return {r.id: predict_one(baseline, r, samples[r.id], *specs[r.id], store) for r in prompt_set.records}
+
+
+def _feed(predictor: _Predictor, record: PromptRecord, key: str, sample: Sample) -> None:
+    for metric in predictor.metrics:
+        values = metric.process(record, sample) or {}
+        if isinstance(values, dict):
+            values = [{"metric": name, "value": value} for name, value in values.items()]
+        for item in values:
+            extra = {**item.get("extra", {}), "sample_key": key}
+            predictor.per_sample.append({"sample_id": record.id, "kind": metric.kind, **item, "extra": extra})
+
+
+def _stream(plan: list[PlannedSample], store: SampleStore) -> Iterator[tuple[PlannedSample, Sample]]:
+    for planned, (_key, sample) in zip(plan, store.iter_samples(item.key for item in plan), strict=True):
+        yield planned, sample
+
+
+def score_stream(plan: list[PlannedSample], store: SampleStore, predictors: list[_Predictor]) -> None:
+    """Feed every sample, read back from the store one at a time, to the method's metrics and to
+    each baseline (whose prediction is read from the store or made, stored and scored).
+
+    Per-sample rows carry ``sample_key``: the store key of the scored sample (the method's
+    sample, or the baseline's prediction), so a report can find its image.
+    """
+    method_predictor, baseline_predictors = predictors[0], predictors[1:]
+    keys = {item.record.id: item.key for item in plan}
+    specs: dict[int, dict[str, tuple[str, dict[str, Any]]]] = {}
+    for number, predictor in enumerate(baseline_predictors):
+        baseline = predictor.baseline
+        specs[number] = {item.record.id: prediction_key(baseline, item.key, predictor.dataset_key) for item in plan}
+        if predictor.dataset_key is not None and not all(store.has(k) for k, _ in specs[number].values()):
+            # One fit over every sample, read lazily from the store (see the baseline's fit).
+            baseline.fit([item.record for item in plan], LazySamples(store, keys))
+    with SampleWriter(store) as writer:
+        for planned, sample in tqdm(_stream(plan, store), total=len(plan), desc="evaluate", unit="sample", leave=False):
+            record = planned.record
+            _feed(method_predictor, record, planned.key, sample)
+            for number, predictor in enumerate(baseline_predictors):
+                key, spec = specs[number][record.id]
+                prediction = predict_one(predictor.baseline, record, sample, key, spec, store, writer)
+                _feed(predictor, record, key, prediction)

@@ -31,6 +31,7 @@ PiCIE+H (31-34 mIoU) plays in the DAAM paper; the per-image oracle above is the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -151,7 +152,8 @@ class KMeansDatasetHungarian(WordMapBaseline):
         super().__init__(model, **options)
         self.settings = options
         self.ground_truth = resolve_ground_truth(ground_truth)
-        self.labels: dict[str, np.ndarray] = {}
+        self.kmeans: Any = None
+        self.fitted: set[str] = set()
         self.assignment: dict[str, int] = {}
 
     def _small(self, image: np.ndarray) -> np.ndarray:
@@ -162,53 +164,64 @@ class KMeansDatasetHungarian(WordMapBaseline):
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
-    def fit(self, records: list[PromptRecord], samples: dict[str, Sample]) -> None:
-        """Cluster pixels of every image with one k-means, then match cluster ids to classes once."""
+    def fit(self, records: list[PromptRecord], samples: Mapping[str, Sample]) -> None:
+        """Cluster pixels of every image with one k-means, then match cluster ids to classes once.
+
+        ``samples`` maps record ids to samples; it is read one record at a time in two passes
+        (the runner passes a lazy view of the store), and nothing per image is kept: memory is
+        the pooled pixels and the confusion counts, not the samples.
+        """
         rng = np.random.default_rng(self.settings["seed"])
-        features = {}
-        for record in records:
-            image = image_of(record, samples[record.id])
-            features[record.id] = (pixel_features(self._small(image), self.settings["position_weight"]),
-                                   image.shape[:2], self._small(image).shape[:2])
         pool = []
-        for points, _, _ in features.values():
+        for record in records:  # pass 1: a fixed number of pixels of every image
+            points = pixel_features(self._small(image_of(record, samples[record.id])), self.settings["position_weight"])
             take = min(len(points), self.settings["pixels_per_image"])
             pool.append(points[rng.choice(len(points), take, replace=False)])
         pool = np.concatenate(pool)
         clusters = self.settings["clusters"]
         model = fit_kmeans(pool, clusters, self.settings["seed"], self.settings["n_init"],
                            what=f"baseline {self.name} (pixels pooled over the run)")
+        self.kmeans = model
+        self.fitted = set()
         classes: list[str] = [self.REST]
-        pairs = []
-        self.labels = {}
-        for record in records:
-            points, full_shape, small_shape = features[record.id]
-            labels = model.predict(points).reshape(small_shape).astype(np.int32)
-            if small_shape != full_shape:
-                labels = np.asarray(Image.fromarray(labels).resize(full_shape[::-1], Image.NEAREST))
-            self.labels[record.id] = labels
+        counts: dict[tuple[int, int], int] = {}
+        for record in records:  # pass 2: cluster ids against classes, counted
+            sample = samples[record.id]
+            labels = self._labels(image_of(record, sample))
             target = np.zeros(labels.shape, np.int64)  # class index; 0 = rest
-            truth = self.ground_truth.masks(record, samples[record.id])
+            truth = self.ground_truth.masks(record, sample)
             lemmas = noun_lemmas(record)
-            for word in words_of(record, samples[record.id]):
+            for word in words_of(record, sample):
                 lemma = lemmas.get(word.lower(), word.lower())
                 mask = lookup(truth, word, lemma)
                 if mask is not None:
                     if lemma not in classes:
                         classes.append(lemma)
                     target[resize_mask(mask, labels.shape)] = classes.index(lemma)
-            pairs.append((labels.ravel(), target.ravel()))
+            pairs, numbers = np.unique(np.stack([labels.ravel(), target.ravel()]), axis=1, return_counts=True)
+            for (label, cls), number in zip(pairs.T.tolist(), numbers.tolist(), strict=True):
+                counts[(label, cls)] = counts.get((label, cls), 0) + number
+            self.fitted.add(record.id)
         confusion = np.zeros((clusters, len(classes)))
-        for labels, target in pairs:
-            np.add.at(confusion, (labels, target), 1)
+        for (label, cls), number in counts.items():
+            confusion[label, cls] += number
         rows, cols = linear_sum_assignment(confusion, maximize=True)
         self.assignment = {classes[c]: int(r) for r, c in zip(rows, cols, strict=True)}
 
+    def _labels(self, image: np.ndarray) -> np.ndarray:
+        """Cluster id of every pixel of ``image`` (at its size) under the fitted k-means."""
+        small = self._small(image)
+        points = pixel_features(small, self.settings["position_weight"])
+        labels = self.kmeans.predict(points).reshape(small.shape[:2]).astype(np.int32)
+        if small.shape[:2] != image.shape[:2]:
+            labels = np.asarray(Image.fromarray(labels).resize(image.shape[:2][::-1], Image.NEAREST))
+        return labels
+
     def predict(self, record: PromptRecord, sample: Sample) -> Sample:
-        if record.id not in self.labels:
+        if record.id not in self.fitted:
             raise DataError(f"baseline {self.name}: record {record.id!r} was not part of fit(); it is fitted "
                             "on the whole run's samples before predicting.")
-        labels = self.labels[record.id]
+        labels = self._labels(image_of(record, sample))
         lemmas = noun_lemmas(record)
         maps = {}
         for word in words_of(record, sample):

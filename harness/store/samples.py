@@ -6,6 +6,15 @@ temporary folder and renamed into place in one step, so an entry is either compl
 a run killed at any moment (SIGKILL included) loses only the sample in flight, and a rerun
 reuses every finished one. Each file's checksum is kept in the metadata so a damaged entry is
 detected on reuse and regenerated.
+
+Several writers (processes, or machines on one shared file system) may fill one store at once:
+an entry is made visible only by ``rename(2)`` of a complete folder, and renaming onto an
+existing non-empty folder fails (ENOTEMPTY/EEXIST) instead of replacing it, so the first
+finished copy of a key wins, the later one is discarded, and no reader ever sees a torn entry.
+Entries are never modified after the rename. Readers stream: :meth:`SampleStore.iter_samples`
+yields samples one at a time in the order asked, :class:`LazySamples` is a read-only mapping
+over the store, and :class:`SampleWriter` encodes and writes on a background thread so a run
+holds at most a few batches of samples at any time.
 """
 
 from __future__ import annotations
@@ -15,9 +24,13 @@ import io
 import json
 import logging
 import os
+import queue
 import shutil
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +99,27 @@ class SampleStore:
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / key
+
+    def has(self, key: str) -> bool:
+        """Whether a finished entry exists for ``key`` (no reading, no checksum)."""
+        return (self.path(key) / META_FILE).is_file()
+
+    def check(self, key: str) -> bool:
+        """Whether a finished, undamaged entry exists (reads it once when ``verify``; a damaged
+        one is removed, so the caller regenerates it). Nothing is kept in memory."""
+        if not self.verify:
+            return self.has(key)
+        return self.get(key) is not None
+
+    def iter_samples(self, keys: Iterable[str]) -> Iterator[tuple[str, Sample]]:
+        """``(key, sample)`` for each key in order, read one at a time; a missing or damaged
+        entry raises :class:`HarnessError` naming it (the runner checks before reading)."""
+        for key in keys:
+            sample = self.get(key)
+            if sample is None:
+                raise HarnessError(f"Sample {key[:12]} is missing from the store {self.root} (removed or damaged "
+                                   "while the run read it); run the experiment again to regenerate it.")
+            yield key, sample
 
     def get(self, key: str) -> Sample | None:
         """The cached sample, or None when it is absent or damaged (a damaged one is removed)."""
@@ -156,7 +190,7 @@ class SampleStore:
         return final
 
     def _log_event(self, key: str) -> None:
-        line = json.dumps({"key": key, "pid": os.getpid(), "time": time.time()}) + "\n"
+        line = json.dumps({"key": key, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n"
         # One small O_APPEND write per line: lines from concurrent writers do not interleave.
         fd = os.open(self.root / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -171,6 +205,93 @@ class SampleStore:
             shutil.rmtree(leftover, ignore_errors=True)
             removed += 1
         return removed
+
+
+class LazySamples(Mapping):
+    """``{record id: Sample}`` read from the store on access: the runner hands this to figure
+    hooks and dataset-level baselines instead of a dict of every sample (memory: one sample)."""
+
+    def __init__(self, store: SampleStore, keys: Mapping[str, str]) -> None:
+        self.store = store
+        self.keys = keys
+
+    def __getitem__(self, record_id: str) -> Sample:
+        key = self.keys[record_id]
+        sample = self.store.get(key)
+        if sample is None:
+            raise KeyError(record_id)
+        return sample
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class SampleWriter:
+    """Writes samples to a store on a background thread, overlapped with generation.
+
+    ``submit`` hands over a finished sample and returns at once unless ``max_pending`` samples
+    are already waiting (then it blocks: memory stays bounded by a few batches). PNG encoding,
+    compression, fsync and rename run on the thread (zlib and file I/O release the GIL). The
+    first error on the thread is raised again by the next ``submit`` or by ``close``; samples
+    committed before it are on disk. Use as a context manager.
+    """
+
+    _STOP = object()
+
+    def __init__(self, store: SampleStore, max_pending: int = 16) -> None:
+        self.store = store
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
+        self.error: BaseException | None = None
+        self.written = 0
+        self.thread = threading.Thread(target=self._loop, name="sample-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is self._STOP:
+                    return
+                if self.error is None:  # after an error, drain without writing
+                    key, sample, spec = item
+                    self.store.put(key, sample, spec)
+                    self.written += 1
+            except BaseException as error:  # re-raised in the submitting thread
+                self.error = error
+            finally:
+                self.queue.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, key: str, sample: Sample, spec: dict[str, Any] | None = None) -> None:
+        self._raise()
+        self.queue.put((key, sample, spec))
+
+    def close(self) -> None:
+        """Wait until every submitted sample is written; re-raise a writer error."""
+        if self.thread.is_alive():
+            self.queue.put(self._STOP)
+            self.thread.join()
+        self._raise()
+
+    def __enter__(self) -> SampleWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # On an exception in the generating thread, still finish writing what was submitted
+        # (finished work is not lost), then let the original exception propagate.
+        if exc_info[0] is None:
+            self.close()
+        else:
+            try:
+                self.close()
+            except BaseException:
+                log.exception("the sample writer failed while the run was stopping")
 
 
 def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,24 @@
+"""Executors: where a run's generation happens when it is not this process.
+
+``executor=ray`` (:mod:`harness.executors.ray`) fans the shards of one experiment out as Ray
+tasks. Slurm needs no executor here: Hydra's submitit launcher runs ``harness run`` once per
+shard (``-m hydra/launcher=submitit_slurm shard.count=N 'shard.index=range(N)'``) and a last
+``harness run`` without ``shard`` scores (README, "Running at paper scale").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+
+def run_shards(cfg: Any, executor: Any, cwd: Path | None) -> int:
+    """Generate every shard of ``cfg`` with ``executor``; returns how many samples were generated."""
+    name = executor.get("name", "local")
+    if name == "ray":
+        from harness.executors.ray import run_shards_on_ray
+
+        return run_shards_on_ray(cfg, executor, cwd)
+    raise ConfigError(f"executor={name!r} is not known; use executor=local or executor=ray.")
