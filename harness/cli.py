@@ -1,7 +1,8 @@
 """The ``harness`` command.
 
     harness run [hydra overrides...]      run an experiment (``-m`` for a sweep)
-    harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines]
+    harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines] [--compare METHOD]
+    harness select experiment=NAME          rerun a toy experiment's declared selection on dev
     harness demo                          the embedded demo (what `make demo` runs)
     harness list                          registered models, datasets, methods, metrics
     harness daam "<prompt>" [key=value...] per-word DAAM heat maps for one prompt
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list,
                 "daam": _delegate("harness.daam_cli"), "build-prompts": _delegate("harness.data.build_cli"),
-                "toy": cmd_toy}
+                "toy": cmd_toy, "select": _delegate("harness.selection")}
     handler = handlers.get(command)
     if handler is None:
         print(f"harness: unknown command {command!r}.\n{USAGE}", file=sys.stderr)
@@ -57,9 +58,12 @@ def cmd_run(overrides: list[str]) -> int:
     def task(cfg) -> float | None:
         from harness.report.table import print_summary
         from harness.run import run_experiment
+        from harness.selection import apply_selected
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
+            # the values `harness select` chose on dev, where the command line does not set them
+            cfg = apply_selected(cfg, HydraConfig.get().overrides.task)
             outcome = run_experiment(cfg, run_dir, cwd=Path.cwd())
         except HarnessError as error:
             logging.getLogger("harness").error("%s", error)
@@ -86,7 +90,7 @@ def cmd_run(overrides: list[str]) -> int:
 
 def cmd_table(args: list[str]) -> int:
     """``harness table``: one pivot over many runs, with published numbers beside ours."""
-    from harness.report.table import load_rows, render_table
+    from harness.report.table import compare_table, load_rows, render_compare, render_table
 
     parser = argparse.ArgumentParser(prog="harness table", description=cmd_table.__doc__)
     parser.add_argument("paths", nargs="+", help="run directories, sweep directories or globs")
@@ -94,9 +98,20 @@ def cmd_table(args: list[str]) -> int:
     parser.add_argument("--no-baselines", action="store_true", help="do not join published numbers")
     parser.add_argument("--metrics", nargs="*", help="only these metrics")
     parser.add_argument("--all-kinds", action="store_true", help="also cost metrics (seconds, memory)")
+    parser.add_argument("--compare", metavar="METHOD",
+                        help="add the paired difference of every other predictor scored on the same samples against "
+                             "METHOD (per-image means, 95%% bootstrap CI over images)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of --compare (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --compare's resamples (default 0)")
     options = parser.parse_args(args)
     rows = load_rows(options.paths, with_baselines=not options.no_baselines)
     print(render_table(rows, fmt=options.format, metrics=options.metrics, include_cost=options.all_kinds))
+    if options.compare:
+        table = compare_table(options.paths, options.compare, options.metrics, options.resamples, options.seed)
+        print(f"\nPaired differences against {options.compare} (predictor - reference; mean over shared images "
+              f"of per-image values, 95% percentile bootstrap CI over images, {options.resamples} resamples, "
+              f"seed {options.seed}):\n")
+        print(render_compare(table, options.format))
     return 0
 
 

@@ -134,6 +134,9 @@ class RunConfig:
     smoke_overrides: list[str] = field(default_factory=list)
     #: print the summary table at the end
     print_summary: bool = True
+    #: how the experiment's tuned hyperparameters are chosen on dev, and the chosen values
+    #: (``harness select``; see harness/selection.py)
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs(config_dir: str | Path | None = None) -> None:

@@ -7,8 +7,13 @@
 - ``toy_scenes``: rendered scenes with exact label maps, the "real images" of methods that
   segment or invert a given image (EmerDiff, DAAM on an image).
 
-Scene ``i`` of a split is a pure function of (split, i, object count), so a record needs no
-stored image: it names its scene and the renderer draws it.
+Every toy dataset has two disjoint evaluation splits, chosen with ``dataset.split``: ``dev``
+(for every choice: thresholds, K, layers, timesteps, checkpoints) and ``test`` (looked at once
+per setting). ``dataset.seed`` draws which scenes of the split are used (a seeded permutation of
+the split's index range, ``harness.toy.splits.eval_indices``); ``dataset.size`` how many.
+
+Scene ``i`` of a world (``toy_gen`` / ``toy_unreal``) is a pure function of (world, i, object
+count), so a record needs no stored image: it names its scene and the renderer draws it.
 """
 
 from __future__ import annotations
@@ -25,23 +30,35 @@ DEFAULT_SIZE = 64
 SCENE_CLASSES = ("background", "circle", "square", "triangle", "star", "heart")
 
 
-def _scenes(dataset_cfg: Any, split: str) -> list[tuple[int, Any]]:
-    from harness.toy.splits import scene_for_index
+#: The scene distributions a toy dataset can draw from (harness/toy/splits.py).
+WORLDS = ("toy_gen", "toy_unreal")
+
+
+def _scenes(dataset_cfg: Any, world: str, known: tuple[str, ...] = ("objects",)) -> list[tuple[int, Any]]:
+    from harness.toy.splits import EVAL_SPLITS, eval_indices, scene_for_index
 
     params = dict(dataset_cfg.params or {})
-    unknown = set(params) - {"objects"}
+    unknown = set(params) - set(known)
     if unknown:
-        raise ConfigError(f"dataset.params {sorted(unknown)} unknown for {split}; known: objects (1, 2, 3 or null).")
+        raise ConfigError(f"dataset.params {sorted(unknown)} unknown for a toy dataset; known: {', '.join(known)} "
+                          "(objects: 1, 2, 3 or null).")
+    if dataset_cfg.split not in EVAL_SPLITS:
+        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for toy datasets, not "
+                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
     objects = params.get("objects")
     if objects is not None and int(objects) not in (1, 2, 3):
         raise ConfigError(f"dataset.params.objects must be 1, 2, 3 or null (mixed), not {objects!r}.")
     size = dataset_cfg.size if dataset_cfg.size is not None else DEFAULT_SIZE
-    start = int(dataset_cfg.seed)  # the seed selects which held-out scenes (a window of indices)
-    return [(index, scene_for_index(split, index, objects)) for index in range(start, start + size)]
+    if int(size) < 1:
+        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
+    if int(dataset_cfg.seed) < 0:
+        raise ConfigError(f"dataset.seed must be >= 0, got {dataset_cfg.seed}.")
+    indices = eval_indices(dataset_cfg.split, int(size), int(dataset_cfg.seed))
+    return [(index, scene_for_index(world, index, objects)) for index in indices]
 
 
 def build_toy_prompts(dataset_cfg: Any, split: str) -> PromptSet:
-    """Captions of scenes ``seed .. seed + size - 1`` of ``split`` (object count: params.objects)."""
+    """Captions of ``dataset.size`` scenes of world ``split`` in ``dataset.split`` (object count: params.objects)."""
     from harness.toy.world import caption
 
     objects = (dataset_cfg.params or {}).get("objects")
@@ -50,7 +67,7 @@ def build_toy_prompts(dataset_cfg: Any, split: str) -> PromptSet:
         text = caption(scene).text
         nouns = list(dict.fromkeys(obj.shape for obj in scene.objects))
         records.append(PromptRecord(
-            id=f"{split}-{objects or 'mix'}-{index:05d}",
+            id=f"{split}-{objects or 'mix'}-{index:07d}",
             prompt=text,
             seed=index,
             # Asked objects: the colour only where the caption says it (None: any colour is right).
@@ -60,7 +77,8 @@ def build_toy_prompts(dataset_cfg: Any, split: str) -> PromptSet:
         ))
     return validate_prompt_set(
         PromptSet(split, records, builder=f"harness.data.toy_sets:{split}",
-                  params={"size": len(records), "seed": int(dataset_cfg.seed), "objects": objects}),
+                  params={"split": str(dataset_cfg.split), "size": len(records), "seed": int(dataset_cfg.seed),
+                          "objects": objects}),
         f"dataset={split}",
     )
 
@@ -87,15 +105,17 @@ def render_toy_scene(split: str, index: int, n_objects: int | None = None) -> tu
 
 
 def build_toy_scenes(dataset_cfg: Any) -> PromptSet:
-    """``dataset=toy_scenes``: rendered scenes of ``dataset.split`` (default toy_gen) with exact labels."""
+    """``dataset=toy_scenes``: rendered scenes of world ``params.world`` (default toy_gen) with exact labels."""
     from harness.toy.world import caption
 
-    split = dataset_cfg.split if dataset_cfg.split in ("toy_gen", "toy_unreal", "train") else "toy_gen"
+    split = (dataset_cfg.params or {}).get("world", "toy_gen")
+    if split not in WORLDS:
+        raise ConfigError(f"dataset.params.world must be one of {', '.join(WORLDS)}, not {split!r}.")
     objects = (dataset_cfg.params or {}).get("objects")
     records = []
-    for index, scene in _scenes(dataset_cfg, split):
+    for index, scene in _scenes(dataset_cfg, split, known=("objects", "world")):
         records.append(PromptRecord(
-            id=f"scene-{split}-{objects or 'mix'}-{index:05d}",
+            id=f"scene-{split}-{objects or 'mix'}-{index:07d}",
             prompt=caption(scene).text,
             seed=index,
             meta={"renderer": "harness.data.toy_sets:render_toy_scene",
@@ -104,6 +124,7 @@ def build_toy_scenes(dataset_cfg: Any) -> PromptSet:
         ))
     return validate_prompt_set(
         PromptSet("toy_scenes", records, builder="harness.data.toy_sets:toy_scenes",
-                  params={"split": split, "size": len(records), "seed": int(dataset_cfg.seed), "objects": objects}),
+                  params={"world": split, "split": str(dataset_cfg.split), "size": len(records),
+                          "seed": int(dataset_cfg.seed), "objects": objects}),
         "dataset=toy_scenes",
     )

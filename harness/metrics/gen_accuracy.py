@@ -14,21 +14,28 @@ from functools import cached_property
 from typing import Any
 
 from harness.data.prompts import PromptRecord
-from harness.errors import MissingWeightsError
+from harness.errors import ConfigError, MissingWeightsError
 from harness.metrics.base import Metric
 from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, load_evaluator
-from harness.metrics.stats import mean_ci
+from harness.metrics.stats import PROPORTION_CI_NAMES, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
 
 class GenAccuracy(Metric):
-    """Mean over images of the evaluator's judgement (1 = what was asked is there); 95% t-CI."""
+    """Fraction of images the evaluator judges right (1 = what was asked is there); 95% Wilson interval.
+
+    A proportion gets a binomial interval (``interval: wilson`` or ``exact`` = Clopper-Pearson),
+    which never leaves [0, 1]. A judge that returns fractional scores gets a Student-t interval
+    clipped to [0, 1] instead, and the definition says so."""
 
     name = "gen_accuracy"
 
     def __init__(self, evaluator_module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu",
-                 weights: str | None = None, evaluator: Any | None = None) -> None:
+                 weights: str | None = None, evaluator: Any | None = None, interval: str = "wilson") -> None:
+        if interval not in PROPORTION_CI_NAMES:
+            raise ConfigError(f"metric.{self.name}.interval must be one of {sorted(PROPORTION_CI_NAMES)}, got {interval!r}.")
+        self.interval = interval
         self.evaluator_module = evaluator_module
         self.weights = weights
         self.device = device
@@ -64,7 +71,15 @@ class GenAccuracy(Metric):
     def compute(self) -> list[MetricResult]:
         if not self.values:
             return self.nothing_to_score(self.empty_reason())
-        mean, low, high = mean_ci(self.values)
         identity = self.evaluator.identity() if hasattr(self.evaluator, "identity") else self.evaluator_module
+        if all(value in (0.0, 1.0) for value in self.values):
+            successes = int(sum(self.values))
+            mean = successes / len(self.values)
+            low, high = proportion_ci(successes, len(self.values), method=self.interval)
+            interval = f"95% {PROPORTION_CI_NAMES[self.interval]} binomial interval"
+        else:
+            mean, low, high = mean_ci(self.values, bounds=(0.0, 1.0))
+            interval = "95% Student-t interval over images clipped to [0, 1] (fractional judgements)"
         return [MetricResult(self.name, mean, len(self.values), low, high,
-                             definition=f"fraction of images judged to show what the prompt asked for, by {identity}; 95% t-CI")]
+                             definition=f"fraction of images judged to show what the prompt asked for, by {identity}; "
+                                        f"{interval}")]

@@ -17,7 +17,8 @@ Definition (``miou``, the paper's mIoU-inf; ``miou80`` restricts the nouns):
 3. IoU of a pair = |P ∩ G| / |P ∪ G| on the binary masks (G non-empty, so never 0/0).
 4. ``miou`` = the mean over all scored pairs of the whole set (pairs, not images, are the
    unit: an image with three nouns weighs three times), in [0, 1] (the paper prints x100), with a
-   95% Student-t confidence interval over pairs.
+   95% percentile bootstrap interval that resamples **images** (pairs of one image are not
+   independent), 1000 resamples, seeded, inside [0, 1].
 
 Optional ``thresholds=[...]`` adds the same mean at other thresholds (``<metric>@<tau>``).
 Per-pair IoUs are per-sample rows with ``item`` = the noun.
@@ -41,7 +42,7 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.metrics.base import Metric
 from harness.metrics.overlap import mask_iou
-from harness.metrics.stats import mean_ci
+from harness.metrics.stats import grouped_mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -96,7 +97,7 @@ class NounMIoU(Metric):
 
     name = "miou"
     definition = ("DAAM mIoU: mean over (image, noun present in image) pairs of IoU(heat map bilinear-upsampled "
-                  "to GT size, min-max normalised, > tau; GT mask); 95% Student-t CI over pairs")
+                  "to GT size, min-max normalised, > tau; GT mask); 95% percentile bootstrap CI resampling images")
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, thresholds: list[float] | None = None,
                  ground_truth: Any = None) -> None:
@@ -117,6 +118,7 @@ class NounMIoU(Metric):
 
     def reset(self) -> None:
         self.pairs: dict[float, list[float]] = {tau: [] for tau in [self.threshold, *self.thresholds]}
+        self.pair_images: list[str] = []  #: the image (record id) of each scored pair
         self.absent = 0
         self.missing_maps = 0
         self.considered = 0
@@ -152,12 +154,13 @@ class NounMIoU(Metric):
         for noun, values in scored:
             for tau, value in values.items():
                 self.pairs[tau].append(value)
+            self.pair_images.append(record.id)
             rows.append({"metric": self.name, "value": values[self.threshold], "item": noun})
         return rows
 
     def compute(self) -> list[MetricResult]:
         values = self.pairs[self.threshold]
-        mean, low, high = mean_ci(values)
+        mean, low, high = grouped_mean_ci(values, self.pair_images, bounds=(0.0, 1.0))
         results = [
             MetricResult(self.name, mean, len(values), low, high, definition=f"{self.definition}; tau={self.threshold:g}"),
             MetricResult(f"{self.name}.absent_nouns", float(self.absent), self.considered,
@@ -167,7 +170,7 @@ class NounMIoU(Metric):
                          definition="scored nouns the sample had no heat map for (scored as IoU 0)"),
         ]
         for tau in self.thresholds:
-            mean, low, high = mean_ci(self.pairs[tau])
+            mean, low, high = grouped_mean_ci(self.pairs[tau], self.pair_images, bounds=(0.0, 1.0))
             results.append(MetricResult(f"{self.name}@{tau:g}", mean, len(self.pairs[tau]), low, high,
                                         definition=f"{self.definition}; tau={tau:g}"))
         return results
@@ -178,7 +181,7 @@ class Coco80NounMIoU(NounMIoU):
 
     name = "miou80"
     definition = ("DAAM mIoU80: as miou, over nouns mapped to the 80 COCO classes by harness/data/coco80_synonyms.json; "
-                  "95% Student-t CI over pairs")
+                  "95% percentile bootstrap CI resampling images")
 
     def accepts(self, noun: str) -> bool:
         return coco80_class(noun) is not None

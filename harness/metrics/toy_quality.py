@@ -30,6 +30,7 @@ from harness.errors import ConfigError
 from harness.metrics.base import Metric
 from harness.metrics.gen_accuracy import GenAccuracy
 from harness.metrics.miou import NounMIoU
+from harness.metrics.stats import proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -77,7 +78,7 @@ class NounAttentionMIoU(NounMIoU):
 
     name = "noun_attention_miou"
     definition = ("mean over (generated image, present noun) pairs of IoU(noun heat map min-max normalised > tau; "
-                  "toy annotator's mask of its object); 95% Student-t CI over pairs")
+                  "toy annotator's mask of its object); 95% percentile bootstrap CI resampling images")
 
     def __init__(self, threshold: float = 0.4, thresholds: list[float] | None = None, ground_truth: Any = ANNOTATOR) -> None:
         super().__init__(threshold, thresholds, ground_truth)
@@ -88,7 +89,8 @@ class ColourAttentionMIoU(NounAttentionMIoU):
 
     name = "colour_attention_miou"
     definition = ("mean over (generated image, named colour adjective of a present object) pairs of IoU(adjective "
-                  "heat map min-max normalised > tau; toy annotator's mask of its object); 95% Student-t CI over pairs")
+                  "heat map min-max normalised > tau; toy annotator's mask of its object); 95% percentile bootstrap CI "
+                  "resampling images")
 
     def scored_words(self, record: PromptRecord, truth: dict[str, np.ndarray]) -> list[tuple[str, str | None]]:
         from harness.toy.annotator import parse_caption
@@ -131,9 +133,10 @@ class EvaluatorAccuracy(_SplitMetric):
         weights = Path(self.weights) if Path(self.weights).is_absolute() else REPO_ROOT / self.weights
         accuracy = single_object_accuracy(load_evaluator(weights), self.split, self.n, degraded=self.degraded)
         kind = "degraded" if self.degraded else "clean"
-        return [MetricResult(self.name, float(accuracy), self.n, definition=(
+        low, high = proportion_ci(int(round(accuracy * self.n)), self.n)
+        return [MetricResult(self.name, float(accuracy), self.n, low, high, definition=(
             f"top-1 (colour, shape) accuracy of the toy evaluator on {self.n} held-out {kind} single-object "
-            f"{self.split} renders"))]
+            f"{self.split} renders; 95% Wilson score binomial interval"))]
 
 
 class AnnotatorMIoU(_SplitMetric):

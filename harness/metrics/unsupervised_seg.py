@@ -144,7 +144,7 @@ class _UnsupervisedSegmentation(Metric):
     def reset(self) -> None:
         self.confusions: list[np.ndarray] = []
 
-    def process(self, record: PromptRecord, sample: Sample) -> None:
+    def process(self, record: PromptRecord, sample: Sample) -> dict[str, float] | None:
         from harness.data.image_sets import load_record_labels
 
         if self.labels_key not in sample.arrays:
@@ -155,8 +155,13 @@ class _UnsupervisedSegmentation(Metric):
         if num_classes is None:
             raise DataError(f"Record {record.id!r} does not say its num_classes; set metric.{self.name}.num_classes.")
         predicted = resize_labels(np.asarray(sample.arrays[self.labels_key]), target.shape)
-        self.confusions.append(confusion_matrix(predicted, target, int(predicted.max()) + 1, int(num_classes)))
-        return None
+        confusion = confusion_matrix(predicted, target, int(predicted.max()) + 1, int(num_classes))
+        self.confusions.append(confusion)
+        if self.matching != "image":
+            return None  # a dataset-level matching has no per-image figure before every image is seen
+        # Per-image rows (the image matched on its own), for paired comparisons over images.
+        counts, pixels = per_image_matched_counts([confusion])
+        return {self.name: scores_from_counts(*counts[0], int(pixels[0]))[self.result_key]}
 
     def compute(self) -> list[MetricResult]:
         value = _scores(self.confusions, self.matching)[self.result_key]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness import REPO_ROOT
@@ -126,3 +127,115 @@ def print_summary(rows: pd.DataFrame) -> None:
         print("(no aggregate metrics)")
         return
     print(render_table(aggregates, include_cost=True, hparams=False))
+
+
+# -- paired comparisons ------------------------------------------------------------------------
+
+def load_sample_rows(paths: list[str]) -> pd.DataFrame:
+    """Per-sample quality rows (``level == "sample"``) of the runs under ``paths``."""
+    frames = []
+    for path in find_row_files(paths):
+        frame = pd.read_parquet(path)
+        frames.append(frame[frame["level"] == "sample"])
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not rows.empty and "kind" in rows.columns:
+        rows = rows[rows["kind"].fillna("quality") != "cost"]
+    return rows
+
+
+def _predictor_labels(rows: pd.DataFrame) -> pd.Series:
+    """``method``, plus the hp.* values that tell apart runs of one method (a sweep)."""
+    labels = rows["method"].astype(str)
+    hp_columns = sorted(c for c in rows.columns if c.startswith("hp."))
+    for method, group in rows.groupby("method"):
+        varying = [c for c in hp_columns if group[c].astype(str).nunique(dropna=False) > 1]
+        if varying:
+            suffix = group[varying].astype(str).apply(lambda r: " ".join(f"{c[3:]}={v}" for c, v in r.items()), axis=1)
+            labels.loc[group.index] = f"{method} (" + suffix + ")"
+    return labels
+
+
+def compare_table(paths: list[str], reference: str, metrics: list[str] | None = None, resamples: int = 1000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Paired differences of every predictor against ``reference``, per (dataset, split, model, metric).
+
+    For each metric with per-sample values, a predictor's value on an image is the mean of its
+    rows for that sample (an image with several nouns: the mean over its nouns). The difference
+    is the mean over the images both predictors scored of (predictor - reference), with a 95%
+    percentile bootstrap interval over those images (:func:`harness.metrics.stats.paired_differences`:
+    seeded, the same resamples for every predictor). Predictors scored on other samples get no
+    difference and say so; metrics without per-sample values (dataset-level figures such as
+    FID) are listed with that reason.
+    """
+    from harness.metrics.stats import paired_differences
+
+    samples = load_sample_rows(paths)
+    aggregates = load_rows(paths, with_baselines=False)
+    if metrics:
+        samples = samples[samples["metric"].isin(metrics)] if not samples.empty else samples
+        aggregates = aggregates[aggregates["metric"].isin(metrics)]
+    if "kind" in aggregates.columns:
+        aggregates = aggregates[aggregates["kind"].fillna("quality") != "cost"]
+    keys = ["dataset", "split", "model", "metric"]
+    out: list[dict] = []
+    if not samples.empty:
+        samples = samples.assign(predictor=_predictor_labels(samples))
+        known = set(samples["predictor"]) | set(samples["method"])
+        if reference not in known:
+            raise DataError(f"--compare {reference!r}: no per-sample rows of that method; methods with per-sample "
+                            f"rows: {', '.join(sorted(known))}.")
+        for key, group in samples.groupby(keys, dropna=False):
+            per_image = {name: g.groupby("sample_id")["value"].mean().to_dict()
+                         for name, g in group.groupby("predictor")}
+            refs = [name for name in per_image if name == reference] or \
+                [name for name in per_image if name.split(" (")[0] == reference]
+            if not refs:
+                continue
+            if len(refs) > 1:
+                raise DataError(f"--compare {reference!r} matches several runs of that method ({', '.join(refs)}); "
+                                "name one of them exactly.")
+            differences = paired_differences(per_image, refs[0], resamples=resamples, seed=seed)
+            ref_values = per_image[refs[0]]
+            for name, result in sorted(differences.items()):
+                line = dict(zip(keys, key)) | {"predictor": name, "reference": refs[0], "n_images": result["n"]}
+                if result["n"] == 0:
+                    line["difference"] = "not paired: no shared samples (different prompt sets or images)"
+                else:
+                    shared = [image for image in ref_values if image in per_image[name]]
+                    line["predictor_mean"] = float(np.mean([per_image[name][i] for i in shared]))
+                    line["reference_mean"] = float(np.mean([ref_values[i] for i in shared]))
+                    line["difference"] = _format_difference(result)
+                out.append(line)
+    scored = set(samples["metric"]) if not samples.empty else set()
+    for metric in sorted(set(aggregates["metric"]) - scored):
+        if "." in metric:  # counts beside a figure (absent nouns, missing maps)
+            continue
+        for (dataset, split, model), _ in aggregates[aggregates["metric"] == metric].groupby(
+                ["dataset", "split", "model"], dropna=False):
+            out.append({"dataset": dataset, "split": split, "model": model, "metric": metric,
+                        "predictor": "(all)", "reference": reference, "n_images": 0,
+                        "difference": "not paired: a dataset-level figure with no per-sample values"})
+    if not out:
+        raise DataError(f"Nothing to compare with {reference!r} under {', '.join(paths)}.")
+    return pd.DataFrame(out)
+
+
+def _format_difference(result: dict) -> str:
+    text = f"{result['difference']:+.4g}"
+    if result["ci_low"] is not None:
+        text += f" [{result['ci_low']:+.4g}, {result['ci_high']:+.4g}]"
+    return text
+
+
+def render_compare(table: pd.DataFrame, fmt: str = "markdown") -> str:
+    """The paired-difference table as Markdown (default), CSV or LaTeX text."""
+    columns = ["dataset", "split", "model", "metric", "predictor", "reference", "n_images",
+               "predictor_mean", "reference_mean", "difference"]
+    table = table.reindex(columns=columns)
+    for column in ("predictor_mean", "reference_mean"):
+        table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "latex":
+        return table.to_latex(index=False, escape=True)
+    return table.to_markdown(index=False)

@@ -9,6 +9,20 @@
   evaluator, annotator and segmenter, which must recognise toy_unreal objects too.
 
 Scene `i` of a split is a pure function of (split, i): `scene_for_index(split, i)`.
+
+Evaluation splits (`EVAL_SPLITS`): the held-out distributions (`toy_gen`, `toy_unreal`) are cut
+into two disjoint ranges of scene indices, `dev` (every choice: the training probe, thresholds,
+K, layers, timesteps) and `test` (looked at once per setting). Both ranges start far above every
+index used before the splits existed, so nothing was ever chosen on a `test` scene:
+- indices 0-499 (instrument checks: evaluator and annotator renders; the training probe, which
+  read scenes 0-47 while the shipped checkpoint was chosen; evaluated runs with sizes up to 192);
+- 5000-5095 (the development windows of `dataset.seed=5000`);
+- the annotator's `seed * 100000 + i` windows (seeds 0-9 stay below 1,000,000);
+- 0-1999 of `toy_gen` (the FID reference renders of `harness.toy.data:render_pool`).
+`dev` is indices 1,000,000-1,099,999, `test` 2,000,000-2,099,999. A set of `size` scenes of a
+split with seed `s` is the first `size` entries of a seeded permutation of the split's range
+(`eval_indices`): a different seed gives a different sample, and a smaller set with the same
+seed is a prefix of a larger one (cached samples are reused).
 """
 
 from __future__ import annotations
@@ -32,6 +46,35 @@ TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ALL_PAIRS if p not i
 SPLITS: tuple[str, ...] = ("train", "toy_gen", "toy_unreal", "judge_train")
 # Independent seed streams: numpy's SeedSequence keeps [stream, index] seeds apart.
 _SPLIT_STREAM = {"train": 1000, "toy_gen": 2000, "toy_unreal": 3000, "judge_train": 4000}
+
+
+#: Evaluation split -> (first scene index, number of indices). Disjoint, and disjoint from every
+#: index used before the splits existed (see the module docstring).
+EVAL_SPLITS: dict[str, tuple[int, int]] = {"dev": (1_000_000, 100_000), "test": (2_000_000, 100_000)}
+#: Seed stream of the permutations that sample an evaluation split.
+_EVAL_STREAM = 9000
+
+
+def check_eval_split(split: str) -> None:
+    if split not in EVAL_SPLITS:
+        raise HarnessError(f"unknown evaluation split {split!r} of a toy dataset; choose one of "
+                           f"{', '.join(EVAL_SPLITS)} (dataset.split=dev for choices, test for reporting)")
+
+
+def eval_indices(split: str, size: int, seed: int = 0) -> list[int]:
+    """Scene indices of a `size`-scene sample of evaluation split `split` ("dev" or "test").
+
+    The first `size` entries of a permutation of the split's index range drawn with `seed`:
+    disjoint across splits, different across seeds, a prefix of the same seed's larger sets.
+    """
+    check_eval_split(split)
+    start, length = EVAL_SPLITS[split]
+    if not 0 <= int(size) <= length:
+        raise HarnessError(f"a {split} set holds at most {length} scenes, not {size}")
+    if int(seed) < 0:
+        raise HarnessError(f"dataset.seed must be >= 0, got {seed}")
+    order = np.random.default_rng([_EVAL_STREAM, int(seed)]).permutation(length)[: int(size)]
+    return [start + int(i) for i in order]
 
 
 def _check_split(split: str) -> None:

@@ -85,7 +85,13 @@ def _fed(metric_class, matching, tmp_path, targets=TARGETS, predictions=PREDICTI
         path = tmp_path / f"labels-{matching}-{index}.png"
         Image.fromarray(np.where(target < 0, 255, target).astype(np.uint8)).save(path)
         record = PromptRecord(f"r{index}", "x", 0, {"label_path": str(path), "num_classes": 3})
-        assert metric.process(record, Sample(arrays={"labels": predicted.astype(np.int32)})) is None
+        returned = metric.process(record, Sample(arrays={"labels": predicted.astype(np.int32)}))
+        if matching == "dataset":  # no per-image figure before the dataset-level matching
+            assert returned is None
+        else:  # per image: the image's own figure (its own matching), for paired comparisons
+            key = "miou" if metric.name == "miou_hungarian" else "pixel_accuracy"
+            expected = unsupervised_segmentation_scores([predicted], [target], 3, "image")[key]
+            assert returned == {metric.name: pytest.approx(expected)}
     return metric
 
 

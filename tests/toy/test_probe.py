@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.toy.probe import colour_masks, word_map_ious
+from harness.toy.probe import probe_scenes, word_map_ious
 from harness.toy.splits import scene_for_index
 from harness.toy.tokens import CONTEXT_LENGTH
 from harness.toy.world import caption, render_scene
@@ -37,11 +37,14 @@ def test_perfect_maps_score_high_and_swapped_maps_low():
         assert max(bad["noun"]) < 0.2
 
 
-def test_colour_masks_recover_exact_masks_of_renders():
-    for i in range(30):
-        scene = scene_for_index("toy_gen", i)
-        if len({o.colour for o in scene.objects}) != len(scene.objects):
-            continue
-        image, labels = render_scene(scene)
-        for k, mask in colour_masks(image, scene).items():
-            assert np.array_equal(mask, labels == k)
+def test_probe_reads_dev_scenes_only():
+    from harness.toy.splits import EVAL_SPLITS
+
+    start, length = EVAL_SPLITS["dev"]
+    test_start, test_length = EVAL_SPLITS["test"]
+    indices = [i for i, _ in probe_scenes(48, seed=0)]
+    assert len(set(indices)) == 48
+    assert all(start <= i < start + length for i in indices)
+    assert not any(test_start <= i < test_start + test_length for i in indices)
+    # the old probe read scenes 0-47: the dev sample shares none of them
+    assert not set(indices) & set(range(48))
