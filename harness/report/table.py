@@ -217,7 +217,7 @@ def compare_table(paths: list[str], reference: str, metrics: list[str] | None = 
                 ["dataset", "split", "model"], dropna=False):
             out.append({"dataset": dataset, "split": split, "model": model, "metric": metric,
                         "predictor": "(all)", "reference": reference, "n_images": 0,
-                        "difference": "not paired: a dataset-level figure with no per-sample values"})
+                        "difference": "not paired: no per-sample values (a dataset-level or aggregate-only figure)"})
     if not out:
         raise DataError(f"Nothing to compare with {reference!r} under {', '.join(paths)}.")
     return pd.DataFrame(out)
