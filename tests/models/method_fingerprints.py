@@ -50,6 +50,9 @@ RUNS: list[list[str]] = [
       for name in ("generate", "plain", "cfg", "pag", "cfg_pag")],
     ["experiment=daam_toy", "model=tiny_random", "dataset.size=2", "generation.steps=2", "generation.batch_size=2"],
     ["experiment=emerdiff_toy", "model=tiny_random", "smoke=true"],
+    ["experiment=daam_pos_toy", "model=tiny_random", "dataset.size=2", "generation.steps=2", "generation.batch_size=2"],
+    ["experiment=entanglement_adjective_toy", "model=tiny_random", "dataset.size=2", "generation.steps=2",
+     "generation.batch_size=2"],
 ]
 #: baselines that need weights this machine does not have (fingerprinted where they run)
 NOT_RUN_HERE = {"maskrcnn": "torchvision COCO weights", "clipseg": "CLIPSeg weights", "detectron2": "detectron2 + weights"}
