@@ -46,6 +46,8 @@ DEFAULT_PAGE_SIZE = 24
 #: Longest side of the images written for the gallery.
 DEFAULT_THUMBNAIL = 256
 MAX_SWEEP_PLOTS = 8
+#: Marks a folder of report images as ours (so a rebuild may replace it, and nothing else).
+FOLDER_MARKER = ".harness-report"
 
 
 @dataclass
@@ -567,11 +569,15 @@ def build_report(paths: list[str], out: str | Path = "report.html", store_root: 
         raise HarnessError(f"--out {out}: give a file name ending in .html.")
     runs = load_runs(paths)
     folder = out.parent / f"{out.stem}_files"
+    if folder.exists() and not (folder / FOLDER_MARKER).is_file():
+        raise HarnessError(f"{folder} exists and was not written by harness report; it would be replaced. "
+                           "Choose another --out.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if folder.is_dir():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
+        (folder / FOLDER_MARKER).write_text("images of the report beside this folder; replaced when it is rebuilt\n")
     except OSError as error:
         raise HarnessError(f"The report folder {folder} cannot be written ({error.strerror}).") from None
     images = _Images(folder, thumbnail)

@@ -103,6 +103,12 @@ def test_cli_writes_the_page_and_says_where(report_runs, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "No rows.parquet found" in capsys.readouterr().err
     assert main(["report", str(report_runs["daam_smoke"]), "--out", str(tmp_path / "r.txt")]) == 2
+    assert main(["report", str(report_runs["daam_smoke"]), "--out", str(out)]) == 0  # a rebuild replaces its images
+    (tmp_path / "mine_files").mkdir()
+    (tmp_path / "mine_files" / "keep.txt").write_text("not the report's")
+    assert main(["report", str(report_runs["daam_smoke"]), "--out", str(tmp_path / "mine.html")]) == 2
+    assert "was not written by harness report" in capsys.readouterr().err
+    assert (tmp_path / "mine_files" / "keep.txt").is_file()
 
 
 def test_a_missing_browser_skips_with_the_packages_named_but_fails_under_ci(monkeypatch):
