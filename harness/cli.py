@@ -61,13 +61,14 @@ def cmd_run(overrides: list[str]) -> int:
     def task(cfg) -> float | None:
         from harness.report.table import print_summary
         from harness.run import run_experiment
-
         from harness.selection import apply_selected
+        from harness.validation import check_config
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             # the values `harness select` chose on dev, where the command line does not set them
             cfg = apply_selected(cfg, HydraConfig.get().overrides.task)
+            check_config(cfg)  # the model-independent checks, before the prompt set or model is built
             outcome = run_experiment(cfg, run_dir, cwd=Path.cwd())
         except HarnessError as error:
             logging.getLogger("harness").error("%s", error)
