@@ -262,7 +262,7 @@ class _Images:
             pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
             pil = pil.convert("RGB")
             pil.thumbnail((self.thumbnail, self.thumbnail))
-            pil.save(self.folder / name, format="PNG", compress_level=1)  # fast to write; thumbnails stay small
+            pil.save(self.folder / name, format="PNG")
             self.written.add(name)
         return f"{self.folder.name}/{name}"
 
