@@ -126,15 +126,18 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
         text = pivot(rows, include_cost=True)
     except DataError:
         return None
-    values = pivot(rows, include_cost=True, formatted=False)
 
-    def bound_table(column: str) -> pd.DataFrame:
-        bounded = rows.copy()
-        bounded["value"] = pd.to_numeric(bounded[column], errors="coerce") if column in bounded else np.nan
-        table = pivot(bounded, include_cost=True, formatted=False)
-        return table.reindex(index=values.index, columns=values.columns)
+    def numeric_table(column: str) -> pd.DataFrame:
+        # The formatted table is the master: pivot_table leaves out all-NaN rows and columns of a
+        # numeric pivot (a skipped baseline's NaN rows, metrics without intervals), so align by label.
+        numbers = rows.copy()
+        numbers["value"] = pd.to_numeric(numbers[column], errors="coerce") if column in numbers else np.nan
+        if numbers["value"].isna().all():
+            return pd.DataFrame(np.nan, index=text.index, columns=text.columns)
+        table = pivot(numbers, include_cost=True, formatted=False)
+        return table.reindex(index=text.index, columns=text.columns)
 
-    lows, highs = bound_table("ci_low"), bound_table("ci_high")
+    values, lows, highs = numeric_table("value"), numeric_table("ci_low"), numeric_table("ci_high")
     definitions: dict[str, str] = {}
     kinds: dict[str, str] = {}
     for metric, group in rows.groupby("metric"):
@@ -143,7 +146,7 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
                 if str(d).strip()]
         definitions[str(metric)] = (ours or texts or [""])[0]
         kinds[str(metric)] = str(group["kind"].dropna().iloc[0]) if group["kind"].notna().any() else "quality"
-    metrics = [str(m) for m in values.columns]
+    metrics = [str(m) for m in text.columns]
     # One scale per metric column: every value and interval end in that column.
     scales = {}
     for metric in metrics:
@@ -153,8 +156,8 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
     footnotes = [{"number": i + 1, "metric": m, "definition": definitions.get(m, ""), "kind": kinds.get(m, "")}
                  for i, m in enumerate(metrics)]
     table_rows = []
-    index_names = list(values.index.names)
-    for position, key in enumerate(values.index):
+    index_names = list(text.index.names)
+    for position, key in enumerate(text.index):
         key = key if isinstance(key, tuple) else (key,)
         identity = dict(zip(index_names, key))
         source = str(identity.get("source", ""))

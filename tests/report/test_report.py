@@ -50,6 +50,22 @@ def test_table_model_marks_published_rows_and_keeps_definitions():
     assert paper["bar"] == {"point": 100.0} and paper["text"] == "0.7"
 
 
+def test_table_model_keeps_rows_without_numbers_and_metrics_without_intervals():
+    base = {"experiment": "e", "model": "m", "dataset": "d", "split": "test", "seed": 0, "n": 4, "kind": "quality",
+            "definition": "", "source": "harness", "level": "aggregate", "ci_low": None, "ci_high": None}
+    rows = pd.DataFrame([
+        {**base, "method": "a_skipped", "metric": "miou", "value": float("nan")},  # an optional baseline that could not run
+        {**base, "method": "b", "metric": "miou", "value": 0.5},
+        {**base, "method": "b", "metric": "seconds", "value": 2.0, "kind": "cost"},
+    ])
+    model = table_model(rows)
+    assert [r["index"][-1] for r in model["rows"]] == ["a_skipped", "b"]
+    skipped, ours = model["rows"]
+    assert [c["text"] for c in skipped["cells"]] == ["", ""] and skipped["cells"][0]["bar"] is None
+    assert [(c["metric"], c["value"]) for c in ours["cells"]] == [("miou", 0.5), ("seconds", 2.0)]
+    assert ours["cells"][0]["low"] is None
+
+
 def test_report_holds_table_plots_gallery_and_provenance(report, report_runs):
     html = report.read_text()
     summary = pd.read_csv(report_runs["daam_smoke"] / "summary.csv").set_index("metric")
