@@ -239,3 +239,4 @@ METRICS.register("unclip_textdiff", "harness.metrics.unclip:UnclipTextdiffScore"
 DATASETS.register("unclip_toy", "harness.dalleval.unclip_toy:build_unclip_toy")
 DATASETS.register("skills_jsonl", "harness.dalleval.skills_jsonl:build_skills_jsonl")
 DATASETS.register("bias_professions", "harness.dalleval.professions:build_bias_professions")
+METHODS.register("unclip_daam", "harness.methods.unclip:UnclipDAAM")

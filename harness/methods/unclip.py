@@ -240,3 +240,129 @@ def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict
         plt.close(figure)
         written.append(path)
     return written
+
+
+# ----------------------------------------------------------------------------- DAAM through Karlo's decoder
+
+
+def _word_positions(tokenizer: Any, caption: str, words: list[str]) -> dict[str, list[int]]:
+    """word -> token positions of its first occurrence in the tokenised caption (BOS at 0)."""
+    ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+    out = {}
+    for word in words:
+        piece = tokenizer(word, add_special_tokens=False).input_ids
+        for start in range(1, len(ids) - len(piece) + 1):
+            if piece and ids[start:start + len(piece)] == piece:
+                out[word] = list(range(start, start + len(piece)))
+                break
+    return out
+
+
+class _DecoderTracer:
+    """A copy of diffusers' ``AttnAddedKVProcessor`` that also keeps, per word, the conditional rows'
+    attention to the word's caption tokens (written here: no library traces this processor).
+
+    The decoder's keys are ``[context tokens (4), caption tokens (77), own pixels]`` in one softmax;
+    a word's map is the probability mass on its tokens, mean over heads, at the layer's resolution.
+    """
+
+    def __init__(self, maps: dict[str, list[torch.Tensor]], offset: int, positions: dict[str, list[int]]) -> None:
+        self.maps, self.offset, self.positions = maps, offset, positions
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = hidden_states.view(hidden_states.shape[0], hidden_states.shape[1], -1).transpose(1, 2)
+        batch_size, sequence_length, _ = hidden_states.shape
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key_text = attn.head_to_batch_dim(attn.add_k_proj(encoder_hidden_states))
+        value_text = attn.head_to_batch_dim(attn.add_v_proj(encoder_hidden_states))
+        if not attn.only_cross_attention:
+            key = torch.cat([key_text, attn.head_to_batch_dim(attn.to_k(hidden_states))], dim=1)
+            value = torch.cat([value_text, attn.head_to_batch_dim(attn.to_v(hidden_states))], dim=1)
+        else:
+            key, value = key_text, value_text
+        attention_probs = attn.get_attention_scores(query, key, attention_mask)
+        self._record(attention_probs, batch_size, attn.heads, sequence_length)
+        hidden_states = attn.batch_to_head_dim(torch.bmm(attention_probs, value))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual
+
+    def _record(self, probs: torch.Tensor, batch: int, heads: int, pixels: int) -> None:
+        side = int(round(pixels ** 0.5))
+        if side * side != pixels:
+            return
+        probs = probs.view(batch, heads, pixels, -1)[batch // 2:] if batch > 1 else probs.view(batch, heads, pixels, -1)
+        for word, positions in self.positions.items():
+            columns = [self.offset + p for p in positions]
+            self.maps.setdefault(word, []).append(probs[..., columns].sum(-1).mean(1)[0].reshape(side, side).float())
+
+
+@torch.no_grad()
+def karlo_decode_with_caption(model: Any, embedding: torch.Tensor, caption: str, generator: torch.Generator, steps: int,
+                              guidance_scale: float, words: list[str] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Decode ``embedding`` with Karlo's decoder conditioned on ``caption`` (as ``UnCLIPPipeline``'s
+    decoder stage is), tracing each word's cross-attention when ``words`` is given.
+
+    Returns (image uint8, {word: map at the decoder's resolution, summed over steps, mean over layers}).
+    """
+    import torch.nn.functional as F
+
+    pipeline = model.pipeline
+    if model.kind != "karlo":
+        raise ConfigError(f"model={model.name} has no Karlo decoder; DAAM through the unCLIP decoder needs model=karlo.")
+    original_encode = pipeline._encode_prompt
+    pipeline._encode_prompt = lambda prompt, *rest: original_encode([caption] * len(prompt), *rest)
+    maps: dict[str, list[torch.Tensor]] = {}
+    originals = dict(pipeline.decoder.attn_processors)
+    try:
+        if words:
+            positions = _word_positions(pipeline.tokenizer, caption, words)
+            tracer = _DecoderTracer(maps, int(pipeline.text_proj.clip_extra_context_tokens), positions)
+            pipeline.decoder.set_attn_processor({name: tracer for name in originals})
+        image = model.decode(embedding, generator, steps, guidance_scale)
+    finally:
+        pipeline._encode_prompt = original_encode
+        pipeline.decoder.set_attn_processor(originals)
+    size = int(pipeline.decoder.config.sample_size)
+    heat = {}
+    for word, layer_maps in maps.items():
+        resized = [F.interpolate(m[None, None], size=(size, size), mode="bicubic", align_corners=False)[0, 0].clamp(min=0)
+                   for m in layer_maps]
+        # DAAM's aggregation: sum over time, mean over layers (the calls per step are the layers)
+        n_layers = max(1, len(layer_maps) // max(1, steps))
+        heat[word] = (torch.stack(resized).sum(0) / n_layers).numpy().astype(np.float32)
+    return image, heat
+
+
+class UnclipDAAM(_UnclipMethod):
+    """``method=unclip_daam``: DAAM maps of the record's caption words through Karlo's decoder, decoding
+    the record image's CLIP embedding with the caption (arrays ``heatmap:<word>``, meta ``words``)."""
+
+    name = "unclip_daam"
+
+    def __init__(self, method_cfg: Any, model: Any, generation: Any) -> None:
+        super().__init__(method_cfg, model, generation)
+        if getattr(model, "kind", None) != "karlo":
+            model.check_daam()
+
+    def run_one(self, record: PromptRecord, seed: int) -> Sample:
+        embedding = self._embed([self._image(record)])[0]
+        words = list(dict.fromkeys(record.prompt.lower().split()))
+        image, heat = karlo_decode_with_caption(self.model, embedding, record.prompt,
+                                                torch.Generator(device="cpu").manual_seed(seed),
+                                                self.generation.steps, self.generation.guidance_scale, words)
+        return Sample(image=image, arrays={f"heatmap:{w}": m for w, m in heat.items()},
+                      meta={"words": [w for w in words if w in heat], "kind": "unclip_daam"})
+
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+        """DAAM overlays (``figures/<id>.png``), as ``method=daam`` draws them."""
+        from harness.methods.daam_figures import save_overlays
+
+        return save_overlays(run_dir, records, samples)

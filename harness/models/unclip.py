@@ -48,6 +48,18 @@ class UnCLIPModel(LoadedModel):
     def identity(self) -> dict[str, Any]:
         return {"model": self.name, "fingerprint": self.fingerprint, "kind": self.kind, "dtype": str(self.dtype)}
 
+    def check_daam(self) -> None:
+        """DAAM needs a text-to-image pass whose cross-attention reads the caption's tokens."""
+        if self.kind == "karlo":
+            raise HarnessError(
+                f"model={self.name}: method=daam generates from a prompt with a UNet; Karlo has no prior here and its "
+                "decoder's attention is traced by method=unclip_daam (DAAM of a record image's caption through the "
+                "decoder's text cross-attention, docs/unclip.md).")
+        raise HarnessError(
+            f"model={self.name}: DAAM is not available for StableUnCLIPImg2ImgPipeline in this harness: its UNet has "
+            "text cross-attention, but a pass needs an image embedding as well as the prompt, which the DAAM method "
+            "does not supply (docs/unclip.md). Use model=sd21_base for DAAM on the same UNet family.")
+
     @property
     def image_encoder(self) -> Any:
         return self.pipeline.image_encoder

@@ -32,6 +32,14 @@ class UnclipTextdiffConfig(MethodConfig):
     step_sizes: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
 
 
+@dataclass
+class UnclipDAAMConfig(MethodConfig):
+    """DAAM of the caption's words through Karlo's decoder (sum over steps, mean over layers and heads)."""
+
+    name: str = "unclip_daam"
+
+
+add_schema("method", "unclip_daam_schema", UnclipDAAMConfig)
 add_schema("method", "unclip_variations_schema", UnclipVariationsConfig)
 add_schema("method", "unclip_interpolation_schema", UnclipInterpolationConfig)
 add_schema("method", "unclip_textdiff_schema", UnclipTextdiffConfig)

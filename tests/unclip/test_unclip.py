@@ -104,3 +104,30 @@ def test_missing_karlo_weights_stop_with_the_usual_message(compose, tmp_path):
     cfg = compose(["experiment=unclip_variations", f"model.path={tmp_path / 'nowhere'}"])
     with pytest.raises(MissingWeightsError, match="save_pretrained"):
         load_model(cfg.model)
+
+
+def test_daam_through_karlos_decoder_leaves_the_image_unchanged():
+    from types import SimpleNamespace
+
+    from harness.methods.unclip import _word_positions, karlo_decode_with_caption
+    from harness.models.unclip import load_tiny_unclip
+
+    model = load_tiny_unclip(SimpleNamespace(name="tiny_karlo", weights_seed=0, device="cpu", dtype="auto"))
+    embedding = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)
+    caption = "a red circle"
+    positions = _word_positions(model.pipeline.tokenizer, caption, ["red", "circle", "star"])
+    assert positions == {"red": [2], "circle": [3]}  # BOS at 0; "star" is not in the caption
+    plain, none = karlo_decode_with_caption(model, embedding, caption, torch.Generator().manual_seed(0), 2, 3.0)
+    traced, maps = karlo_decode_with_caption(model, embedding, caption, torch.Generator().manual_seed(0), 2, 3.0,
+                                             words=["red", "circle", "star"])
+    # the tracing processor computes what diffusers' does (its default is the SDPA kernel: float rounding only)
+    difference = np.abs(plain.astype(int) - traced.astype(int))
+    assert none == {} and difference.max() <= 2 and difference.mean() < 0.05
+    assert set(maps) == {"red", "circle"}
+    for heat in maps.values():
+        assert heat.shape == (32, 32) and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() > 0
+    # the caption conditions the decoder: another caption, same noise, another image
+    other, _ = karlo_decode_with_caption(model, embedding, "a blue star", torch.Generator().manual_seed(0), 2, 3.0)
+    assert not np.array_equal(plain, other)
+    # the processors are restored
+    assert all(type(p).__name__ != "_DecoderTracer" for p in model.pipeline.decoder.attn_processors.values())
