@@ -104,11 +104,12 @@ def relation_frame(rows: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     table = pd.DataFrame(parts)
     if table.empty:
         return table
-    table = table.sort_values("count", ascending=False).head(int(top))
+    table = table.sort_values("count", ascending=False, kind="stable").head(int(top))
     table["delta"] = (table["mIoH"] - table["mIoD"]).abs()
-    table = table.sort_values("delta")
+    table = table.sort_values("delta", kind="stable")
     table.index.name = "relation"
-    return table
+    order = ["count", "mIoU", "mIoD", "mIoH", "delta", "mIoU CI", "mIoD CI", "mIoH CI", "GT mIoU", "GT mIoD", "GT mIoH"]
+    return table[[c for c in order if c in table.columns]]
 
 
 def relation_table(rows: pd.DataFrame, folder: Path, top: int = 10) -> list[Path]:
@@ -179,7 +180,7 @@ def swap_grid(path: Path, records: list, samples: Mapping[str, Any], limit: int 
                     axis.imshow(image)
                 axis.set_title(title, fontsize=6, wrap=True)
     figure.suptitle("Adjective swaps (same seed); change = per-pixel RGB L2, scale 0 to sqrt(3)", fontsize=8)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path

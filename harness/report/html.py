@@ -46,6 +46,8 @@ DEFAULT_PAGE_SIZE = 24
 #: Longest side of the images written for the gallery.
 DEFAULT_THUMBNAIL = 256
 MAX_SWEEP_PLOTS = 8
+#: Marks a folder of report images as ours (so a rebuild may replace it, and nothing else).
+FOLDER_MARKER = ".harness-report"
 
 
 @dataclass
@@ -124,15 +126,18 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
         text = pivot(rows, include_cost=True)
     except DataError:
         return None
-    values = pivot(rows, include_cost=True, formatted=False)
 
-    def bound_table(column: str) -> pd.DataFrame:
-        bounded = rows.copy()
-        bounded["value"] = pd.to_numeric(bounded[column], errors="coerce") if column in bounded else np.nan
-        table = pivot(bounded, include_cost=True, formatted=False)
-        return table.reindex(index=values.index, columns=values.columns)
+    def numeric_table(column: str) -> pd.DataFrame:
+        # The formatted table is the master: pivot_table leaves out all-NaN rows and columns of a
+        # numeric pivot (a skipped baseline's NaN rows, metrics without intervals), so align by label.
+        numbers = rows.copy()
+        numbers["value"] = pd.to_numeric(numbers[column], errors="coerce") if column in numbers else np.nan
+        if numbers["value"].isna().all():
+            return pd.DataFrame(np.nan, index=text.index, columns=text.columns)
+        table = pivot(numbers, include_cost=True, formatted=False)
+        return table.reindex(index=text.index, columns=text.columns)
 
-    lows, highs = bound_table("ci_low"), bound_table("ci_high")
+    values, lows, highs = numeric_table("value"), numeric_table("ci_low"), numeric_table("ci_high")
     definitions: dict[str, str] = {}
     kinds: dict[str, str] = {}
     for metric, group in rows.groupby("metric"):
@@ -141,7 +146,7 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
                 if str(d).strip()]
         definitions[str(metric)] = (ours or texts or [""])[0]
         kinds[str(metric)] = str(group["kind"].dropna().iloc[0]) if group["kind"].notna().any() else "quality"
-    metrics = [str(m) for m in values.columns]
+    metrics = [str(m) for m in text.columns]
     # One scale per metric column: every value and interval end in that column.
     scales = {}
     for metric in metrics:
@@ -151,8 +156,8 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
     footnotes = [{"number": i + 1, "metric": m, "definition": definitions.get(m, ""), "kind": kinds.get(m, "")}
                  for i, m in enumerate(metrics)]
     table_rows = []
-    index_names = list(values.index.names)
-    for position, key in enumerate(values.index):
+    index_names = list(text.index.names)
+    for position, key in enumerate(text.index):
         key = key if isinstance(key, tuple) else (key,)
         identity = dict(zip(index_names, key))
         source = str(identity.get("source", ""))
@@ -260,7 +265,7 @@ class _Images:
             pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
             pil = pil.convert("RGB")
             pil.thumbnail((self.thumbnail, self.thumbnail))
-            pil.save(self.folder / name, format="PNG", compress_level=1)  # fast to write; thumbnails stay small
+            pil.save(self.folder / name, format="PNG")
             self.written.add(name)
         return f"{self.folder.name}/{name}"
 
@@ -567,11 +572,15 @@ def build_report(paths: list[str], out: str | Path = "report.html", store_root: 
         raise HarnessError(f"--out {out}: give a file name ending in .html.")
     runs = load_runs(paths)
     folder = out.parent / f"{out.stem}_files"
+    if folder.exists() and not (folder / FOLDER_MARKER).is_file():
+        raise HarnessError(f"{folder} exists and was not written by harness report; it would be replaced. "
+                           "Choose another --out.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if folder.is_dir():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
+        (folder / FOLDER_MARKER).write_text("images of the report beside this folder; replaced when it is rebuilt\n")
     except OSError as error:
         raise HarnessError(f"The report folder {folder} cannot be written ({error.strerror}).") from None
     images = _Images(folder, thumbnail)

@@ -50,6 +50,22 @@ def test_table_model_marks_published_rows_and_keeps_definitions():
     assert paper["bar"] == {"point": 100.0} and paper["text"] == "0.7"
 
 
+def test_table_model_keeps_rows_without_numbers_and_metrics_without_intervals():
+    base = {"experiment": "e", "model": "m", "dataset": "d", "split": "test", "seed": 0, "n": 4, "kind": "quality",
+            "definition": "", "source": "harness", "level": "aggregate", "ci_low": None, "ci_high": None}
+    rows = pd.DataFrame([
+        {**base, "method": "a_skipped", "metric": "miou", "value": float("nan")},  # an optional baseline that could not run
+        {**base, "method": "b", "metric": "miou", "value": 0.5},
+        {**base, "method": "b", "metric": "seconds", "value": 2.0, "kind": "cost"},
+    ])
+    model = table_model(rows)
+    assert [r["index"][-1] for r in model["rows"]] == ["a_skipped", "b"]
+    skipped, ours = model["rows"]
+    assert [c["text"] for c in skipped["cells"]] == ["", ""] and skipped["cells"][0]["bar"] is None
+    assert [(c["metric"], c["value"]) for c in ours["cells"]] == [("miou", 0.5), ("seconds", 2.0)]
+    assert ours["cells"][0]["low"] is None
+
+
 def test_report_holds_table_plots_gallery_and_provenance(report, report_runs):
     html = report.read_text()
     summary = pd.read_csv(report_runs["daam_smoke"] / "summary.csv").set_index("metric")
@@ -103,6 +119,12 @@ def test_cli_writes_the_page_and_says_where(report_runs, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "No rows.parquet found" in capsys.readouterr().err
     assert main(["report", str(report_runs["daam_smoke"]), "--out", str(tmp_path / "r.txt")]) == 2
+    assert main(["report", str(report_runs["daam_smoke"]), "--out", str(out)]) == 0  # a rebuild replaces its images
+    (tmp_path / "mine_files").mkdir()
+    (tmp_path / "mine_files" / "keep.txt").write_text("not the report's")
+    assert main(["report", str(report_runs["daam_smoke"]), "--out", str(tmp_path / "mine.html")]) == 2
+    assert "was not written by harness report" in capsys.readouterr().err
+    assert (tmp_path / "mine_files" / "keep.txt").is_file()
 
 
 def test_a_missing_browser_skips_with_the_packages_named_but_fails_under_ci(monkeypatch):
