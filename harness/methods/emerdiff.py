@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -446,7 +447,7 @@ def save_emerdiff_figures(run_dir: str | Path, records: list[PromptRecord], samp
 
     folder = Path(run_dir) / "figures" / "emerdiff"
     folder.mkdir(parents=True, exist_ok=True)
-    by_id = samples if isinstance(samples, dict) else {r.id: s for r, s in zip(records, samples, strict=True)}
+    by_id = samples if isinstance(samples, Mapping) else {r.id: s for r, s in zip(records, samples, strict=True)}
     paths = []
     for record in records:
         sample = by_id.get(record.id)
