@@ -2,8 +2,8 @@
 
 Used by EmerDiff (clustering low-resolution query features), its naive-upsampling and colour
 baselines, and the DAAM k-means baselines. K is never lowered behind the caller's back: asking
-for more clusters than there are distinct points is a :class:`DataError` naming the data, so a
-reported K is always the K used.
+for more clusters than there are distinct points is a :class:`DataError` naming the data (a caller
+that lowers K on purpose does so itself with :func:`distinct_count` and reports the K it used).
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ import numpy as np
 from harness.errors import DataError
 
 
+def distinct_count(points: np.ndarray) -> int:
+    """The number of distinct rows of (N x D) ``points`` (the most clusters k-means can fill)."""
+    return len(np.unique(np.asarray(points, dtype=np.float64), axis=0))
+
+
 def fit_kmeans(points: np.ndarray, clusters: int, seed: int, restarts: int = 10, what: str = "k-means") -> Any:
     """A fitted ``sklearn.cluster.KMeans`` on (N x D) ``points``; DataError when K > distinct points."""
     from sklearn.cluster import KMeans
@@ -24,7 +29,7 @@ def fit_kmeans(points: np.ndarray, clusters: int, seed: int, restarts: int = 10,
         raise DataError(f"{what}: the number of clusters must be >= 1, got {clusters}.")
     if int(clusters) > len(points):
         raise DataError(f"{what}: K={clusters} clusters but only {len(points)} points; use at most {len(points)} clusters.")
-    distinct = len(np.unique(points, axis=0))
+    distinct = distinct_count(points)
     if int(clusters) > distinct:
         raise DataError(f"{what}: K={clusters} clusters but the data has only {distinct} distinct points "
                         f"(of {len(points)}); k-means would leave empty clusters. Use at most {distinct} clusters.")

@@ -95,10 +95,19 @@ def read_image(path: str | Path, key: str = "image") -> Any:
                         "give a PNG or JPEG file.") from None
 
 
-def validate_run(cfg: Any, model: Any, settings: Any, prompt_set: Any) -> None:
-    """All checks of ``harness run``, after the model is loaded and before any sample is generated."""
+def check_config(cfg: Any) -> None:
+    """The checks of a run config that need no model (``harness run`` makes them before building anything)."""
     gen = cfg.generation
     check_generation(gen.steps, gen.guidance_scale, gen.batch_size)
+    size = cfg.dataset.get("size") if hasattr(cfg.dataset, "get") else None
+    if size is not None and int(size) < 1:
+        raise ConfigError(f"dataset.size={size}: keep at least 1 record (null: the whole set).")
+
+
+def validate_run(cfg: Any, model: Any, settings: Any, prompt_set: Any) -> None:
+    """All checks of ``harness run``, after the model is loaded and before any sample is generated."""
+    check_config(cfg)
+    gen = cfg.generation
     pipeline = getattr(model, "pipeline", None)
     if pipeline is not None:
         check_size(settings.height, settings.width, size_multiple(pipeline), f"model={cfg.model.name}")

@@ -84,10 +84,14 @@ def test_kmeans_refuses_more_clusters_than_distinct_points():
 def test_kmeans_colours_reports_the_k_it_used_or_stops():
     image = np.zeros((8, 8, 3), np.uint8)
     image[:, 4:] = 200  # two colours
-    prediction = KMeansColours(None).predict(PromptRecord("r0", "", 0), Sample(image=image, meta={"clusters": 2}))
-    assert prediction.meta["clusters"] == 2 and len(np.unique(prediction.arrays["labels"])) == 2
+    record = PromptRecord("r0", "", 0)
+    prediction = KMeansColours(None).predict(record, Sample(image=image, meta={"clusters": 2}))
+    assert prediction.meta == {"clusters": 2, "clusters_asked": 2} and len(np.unique(prediction.arrays["labels"])) == 2
+    lowered = KMeansColours(None).predict(record, Sample(image=image, meta={"clusters": 5}))
+    assert lowered.meta == {"clusters": 2, "clusters_asked": 5}  # the K used, beside the K asked for
+    assert KMeansColours(None).params()["cap_at_distinct"] is True  # the rule is in the hp columns
     with pytest.raises(DataError, match="kmeans_colours on record 'r0': K=3 clusters but the data has only 2"):
-        KMeansColours(None).predict(PromptRecord("r0", "", 0), Sample(image=image, meta={"clusters": 3}))
+        KMeansColours(None, cap_at_distinct=False).predict(record, Sample(image=image, meta={"clusters": 3}))
 
 
 def test_one_iou_for_single_masks_and_stacks():

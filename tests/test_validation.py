@@ -55,6 +55,8 @@ def filled_store(tmp_path_factory):
     ("generation.batch_size=0", "generation.batch_size=0: the batch size must be >= 1"),
     ("generation.height=33", "generation.height=33: image sizes for model=tiny_random must be positive multiples of 8"),
     ("generation.width=-8", "generation.width=-8"),
+    ("dataset.size=0", "dataset.size=0: keep at least 1 record"),
+    ("dataset.size=-1", "dataset.size=-1: keep at least 1 record"),
 ])
 def test_run_refuses_bad_generation_settings_and_stores_nothing(capsys, filled_store, override, message):
     root, before = filled_store

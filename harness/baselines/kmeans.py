@@ -43,7 +43,7 @@ from harness.clustering import fit_kmeans, kmeans_labels
 from harness.data.ground_truth import lookup, noun_lemmas, resolve_ground_truth
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
-from harness.metrics.overlap import iou
+from harness.metrics.overlap import confusion_matrix, iou
 from harness.store.samples import Sample
 
 
@@ -184,7 +184,7 @@ class KMeansDatasetHungarian(WordMapBaseline):
         self.kmeans = model
         self.fitted = set()
         classes: list[str] = [self.REST]
-        counts: dict[tuple[int, int], int] = {}
+        confusion = np.zeros((clusters, len(classes)), np.int64)  # rows: cluster ids, columns: classes
         for record in records:  # pass 2: cluster ids against classes, counted
             sample = samples[record.id]
             labels = self._labels(image_of(record, sample))
@@ -198,13 +198,10 @@ class KMeansDatasetHungarian(WordMapBaseline):
                     if lemma not in classes:
                         classes.append(lemma)
                     target[resize_mask(mask, labels.shape)] = classes.index(lemma)
-            pairs, numbers = np.unique(np.stack([labels.ravel(), target.ravel()]), axis=1, return_counts=True)
-            for (label, cls), number in zip(pairs.T.tolist(), numbers.tolist(), strict=True):
-                counts[(label, cls)] = counts.get((label, cls), 0) + number
+            # the class list grows as nouns appear: widen the summed counts to it, then add this image's
+            confusion = np.pad(confusion, ((0, 0), (0, len(classes) - confusion.shape[1])))
+            confusion += confusion_matrix(labels, target, clusters, len(classes))
             self.fitted.add(record.id)
-        confusion = np.zeros((clusters, len(classes)))
-        for (label, cls), number in counts.items():
-            confusion[label, cls] += number
         rows, cols = linear_sum_assignment(confusion, maximize=True)
         self.assignment = {classes[c]: int(r) for r, c in zip(rows, cols, strict=True)}
 

@@ -34,6 +34,21 @@ class Metric:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "quality"
     definition: ClassVar[str] = ""
+    #: set by :func:`build_metrics` from the entry's ``optional: true``
+    optional: bool = False
+
+    def nothing_to_score(self, reason: str) -> list[MetricResult]:
+        """What ``compute`` returns when the run gave it nothing to score (no row is never silent).
+
+        An optional metric gets one aggregate row with an empty value and ``reason``; otherwise
+        this raises a HarnessError with ``reason`` (the samples are cached: nothing is lost).
+        """
+        if self.optional:
+            log.warning("metric %s: %s (optional: an empty cell)", self.name, reason)
+            return [skipped_result(self.name, reason, self.kind)]
+        raise HarnessError(f"metric {self.name} has nothing to score: {reason}. Change the run so that it has, "
+                           f"drop the metric, or mark it optional (metric.{self.name}.optional=true) for an "
+                           "empty cell with this reason.")
 
     def check_available(self) -> None:
         """Raise a HarnessError saying what is missing when this metric cannot run (default: it can).
@@ -119,6 +134,7 @@ def build_metrics(metric_cfg: dict[str, Any] | None) -> list[Metric]:
             log.warning("metric %s skipped (optional): %s", name, reason)
             metric = SkippedMetric(getattr(metric_class, "name", "") or name, reason,
                                    getattr(metric_class, "kind", "quality"))
+        metric.optional = optional
         metric.reset()
         metrics.append(metric)
     return metrics

@@ -110,7 +110,7 @@ class CLIPScore(Metric):
 
     def compute(self) -> list[MetricResult]:
         if not self.values:
-            return []
+            return self.nothing_to_score("no sample had an image")
         mean, low, high = mean_ci(self.values)
         source = self.model_path or self.model_id
         return [MetricResult(self.name, mean, len(self.values), low, high,

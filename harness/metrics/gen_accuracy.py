@@ -65,9 +65,12 @@ class GenAccuracy(Metric):
         self.values.append(value)
         return {self.name: value}
 
+    def empty_reason(self) -> str:
+        return "no sample had an image to judge"
+
     def compute(self) -> list[MetricResult]:
         if not self.values:
-            return []
+            return self.nothing_to_score(self.empty_reason())
         identity = self.evaluator.identity() if hasattr(self.evaluator, "identity") else self.evaluator_module
         if all(value in (0.0, 1.0) for value in self.values):
             successes = int(sum(self.values))

@@ -105,9 +105,12 @@ def load_model(model_cfg: Any) -> LoadedModel:
 
 def load_tiny_random(model_cfg: Any) -> LoadedModel:
     """``model=tiny_random``: built from config with seeded random weights."""
+    from omegaconf import OmegaConf
+
     from harness.models.tiny import build_tiny_random, tiny_fingerprint
 
-    architecture = dict(model_cfg.architecture or {})
+    # plain lists and dicts: the fingerprint is JSON of it (a ListConfig from an override is not JSON)
+    architecture = OmegaConf.to_container(OmegaConf.create(dict(model_cfg.architecture or {})), resolve=True)
     try:
         pipeline = build_tiny_random(architecture, model_cfg.weights_seed)
     except ValueError as error:

@@ -130,14 +130,16 @@ def segment(model: ToySegmenter, images_uint8: np.ndarray) -> np.ndarray:
 def scores_from_confusion(confusion: np.ndarray) -> dict[str, object]:
     """Pixel accuracy, per-class IoU (pixels pooled over the set) and their mean over SCENE_CLASSES.
 
-    ``confusion`` is :func:`harness.metrics.overlap.confusion_matrix` (either orientation).
+    ``confusion`` is :func:`harness.metrics.overlap.confusion_matrix` (either orientation); the
+    scores are the unsupervised-segmentation metrics' with the identity matching (segment k = class k).
     """
-    intersection = np.diag(confusion).astype(float)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    iou = np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
-    return {"pixel_accuracy": float(intersection.sum() / confusion.sum()),
-            "iou": {name: float(value) for name, value in zip(SCENE_CLASSES, iou)},
-            "miou": float(np.nanmean(iou))}
+    from harness.metrics.unsupervised_seg import matched_counts, scores_from_counts
+
+    confusion = np.asarray(confusion)
+    scores = scores_from_counts(*matched_counts(confusion, np.arange(len(confusion))), int(confusion.sum()))
+    return {"pixel_accuracy": scores["pixel_accuracy"],
+            "iou": {name: float(value) for name, value in zip(SCENE_CLASSES, scores["iou"])},
+            "miou": scores["miou"]}
 
 
 def held_out_scores(model: ToySegmenter, split: str = "toy_gen", n: int = 500, degraded: bool = False,

@@ -35,7 +35,7 @@ def test_paired_difference_is_over_per_image_means_of_shared_images(tmp_path):
     other = table.loc[("miou", "whole_image")]
     assert other["n_images"] == 0 and "not paired" in other["difference"]
     fid = table.loc[("fid", "(all)")]
-    assert "dataset-level" in fid["difference"]
+    assert "no per-sample values" in fid["difference"]
 
 
 def test_runs_of_one_method_are_told_apart_by_their_hyperparameters(tmp_path):

@@ -54,6 +54,14 @@ RUNS: list[list[str]] = [
      "generation.steps=2", "generation.guidance_scale=5.0", "generation.batch_size=2"],
     ["experiment=emerdiff_cocostuff", "model=tiny_random", "dataset=synthetic_segments", "smoke=true",
      "~baseline.kmeans_colours"],
+    ["experiment=daam_pos_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=2",
+     "generation.steps=2", "generation.batch_size=2"],
+    ["experiment=entanglement_adjective_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0",
+     "dataset.size=2", "generation.steps=2", "generation.batch_size=2"],
+    *[[f"experiment=unclip_{name}", "model=tiny_karlo", "dataset.size=1", "generation.steps=2"]
+      for name in ("variations", "interpolation", "textdiff")],
+    ["experiment=unclip_variations", "method=unclip_daam", "model=tiny_karlo", "dataset.size=1", "generation.steps=2",
+     "metric=[seconds_per_image]"],
 ]
 #: baselines that need weights this machine does not have (fingerprinted where they run)
 NOT_RUN_HERE = {"maskrcnn": "torchvision COCO weights", "clipseg": "CLIPSeg weights", "detectron2": "detectron2 + weights",
