@@ -82,7 +82,7 @@ def test_experiments_run_on_the_stand_ins(compose, tmp_path, experiment, model):
         assert "textdiff_clip_score.png" in figures
     else:
         assert 0.0 <= rows["unclip_smoothness"] <= rows["unclip_max_step"] <= 2.0
-        assert figures == ["frames_unclip_toy-000000.png"]
+        assert len(figures) == 1 and figures[0].startswith("frames_unclip_toy-")
     # the same config gives the same images (decoder noise from the record's seed)
     again = run_experiment(cfg, tmp_path / "run2")
     assert again.generated == 0 and again.reused == 1
