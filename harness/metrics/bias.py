@@ -306,4 +306,10 @@ class BiasSkew(Metric):
                                                     at_low, at_high,
                                                     definition=(f"{base}, groups of '{noun}', a generator copying the "
                                                                 "training distribution at the model's n: mean, 2.5-97.5% range")))
+        headline = [r.value for r in results if r.metric.count(".") == 2 and r.metric.endswith(".mad")
+                    and r.metric.startswith("bias.") and not np.isnan(r.value)]
+        if headline:
+            results.insert(0, MetricResult(self.name, float(np.mean(headline)), len(headline), definition=(
+                "DALL-EVAL's MAD (per prompt group, mean over groups), averaged over the attributes read "
+                f"({len(headline)}); read the per-attribute rows.{note}")))
         return results
