@@ -19,7 +19,10 @@ SCENES = 4
 
 
 def _scores(compose, tmp_path, name: str) -> dict[str, float]:
-    cfg = compose(["experiment=emerdiff_toy", f"dataset.size={SCENES}", f"store.root={tmp_path / name / 'cache'}",
+    # dev scenes (a test never looks at the test split); K and t_m fixed here (the values the
+    # experiment used before the dev selection), so the test does not move with a new selection
+    cfg = compose(["experiment=emerdiff_toy", "dataset.split=dev", f"dataset.size={SCENES}", "method.clusters=6",
+                   "method.modulation_timestep=81", f"store.root={tmp_path / name / 'cache'}",
                    "figures=false", "~baseline.emerdiff_naive_upsampling", "~baseline.kmeans_colours"])
     outcome = run_experiment(cfg, tmp_path / name / "run")
     rows = outcome.rows[(outcome.rows["level"] == "aggregate") & (outcome.rows["method"] == "emerdiff")]
@@ -37,6 +40,6 @@ def test_emerdiff_beats_a_variant_with_random_masks(compose, tmp_path, monkeypat
 
     monkeypatch.setattr(emerdiff, "kmeans_labels", random_clusters)
     broken = _scores(compose, tmp_path, "broken")
-    # measured 2026-12-03 on scenes 0-3: pixel accuracy 0.777 vs 0.526, mIoU 0.177 vs 0.113
-    assert real["pixel_accuracy"] > broken["pixel_accuracy"] + 0.15
-    assert real["miou_hungarian"] > broken["miou_hungarian"]
+    # measured 2026-12-03 on dev scenes 0-3: pixel accuracy 0.634 vs 0.463, mIoU 0.172 vs 0.118
+    assert real["pixel_accuracy"] > broken["pixel_accuracy"] + 0.1
+    assert real["miou_hungarian"] > broken["miou_hungarian"] + 0.02
