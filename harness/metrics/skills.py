@@ -168,7 +168,7 @@ class SkillAccuracy(Metric):
             if shares:
                 array = np.asarray(shares)
                 mean = float(array.mean())
-                low, high = bootstrap_ci(len(array), lambda index: float(array[index].mean()))
+                low, high = bootstrap_ci(len(array), lambda index, values=array: float(values[index].mean()))
                 results.append(MetricResult(
                     f"binding_attention.{outcome}", mean, len(shares), low, high,
                     definition=(f"colour-binding prompts judged {outcome}: per colour word, share of its DAAM map mass "

@@ -9,8 +9,15 @@ import pytest
 
 from harness.dalleval.bias_toy import ATTRIBUTES, ToyAttributeReader, build_bias_toy, training_distribution
 from harness.errors import ConfigError
-from harness.metrics.bias import (BiasSkew, expected_at_n, mad, mean_over_prompts, normalised_entropy, proportions,
-                                  total_variation)
+from harness.metrics.bias import (
+    BiasSkew,
+    expected_at_n,
+    mad,
+    mean_over_prompts,
+    normalised_entropy,
+    proportions,
+    total_variation,
+)
 from harness.store.samples import Sample
 from harness.toy.world import Scene, ToyObject, render_scene
 
