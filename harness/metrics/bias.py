@@ -18,6 +18,7 @@ DALL-EVAL's variant of MAD.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -248,7 +249,7 @@ class BiasSkew(Metric):
 
     def compute(self) -> list[MetricResult]:
         if not self.entries:
-            return []
+            return self.nothing_to_score("no sample had an attribute to read")
         results = []
         note = (" ESTIMATE: attributes detected by a model, not ground truth." if self.estimate
                 else " Attributes read exactly from the image (toy world).")
@@ -294,4 +295,8 @@ class BiasSkew(Metric):
                         _, at_n = self._reference(attribute, measure, sub)
                         results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}].train_at_n", at_n, n_noun,
                                                     definition=f"{base}, groups of '{noun}', training distribution at the model's n"))
+        for result in results:  # an empty cell says why (harness.metrics.base.SKIPPED_COLUMN)
+            if not math.isfinite(result.value):
+                result.extra.setdefault("skipped_reason", "no (prompt, object) group has a detected attribute "
+                                                          "(or a reference) to measure")
         return results

@@ -151,7 +151,8 @@ class SkillAccuracy(Metric):
                 definition=f"{what} ({self._identity()}); {int(self.confidence * 100)}% {method} binomial interval"))
         for skill, reason in self.not_applicable.items():
             if skill not in self.passed:
-                results.append(MetricResult(f"skill.{skill}", math.nan, 0, definition=reason))
+                results.append(MetricResult(f"skill.{skill}", math.nan, 0, definition=reason,
+                                            extra={"skipped_reason": reason}))
         for outcome, shares in self.binding_share.items():
             if shares:
                 array = np.asarray(shares)
