@@ -162,6 +162,7 @@ def run_daam(argv: list[str]) -> Path:
     validate_options(prompt, options, str(model_cfg.name))
     timesteps = [int(_convert("image_timesteps", t, int)) for t in options["image_timesteps"]]
     model = load_model(model_cfg)
+    getattr(model, "check_daam", lambda: None)()  # models without this DAAM path refuse here (unCLIP)
     pipeline = model.pipeline
     from harness.attention import prompt_words, word_token_positions
 

@@ -1,7 +1,6 @@
 """Methods of the DAAM analyses: ``daam_words`` (DAAM on every word) and ``daam_swap`` (variants).
 
-``method=daam_words``: DAAM with a map for every word of the prompt (``words_source=all``), the same
-samples as ``method=daam`` with those options (same content address, so the cache is shared); its
+``method=daam_words``: DAAM with a map for every word of the prompt (``words_source=all``); its
 figure hook draws the per-word overlays of the first :data:`OVERLAYS` records only (every word of
 every record would cost minutes of plotting per run and show nothing the first ones do not).
 
@@ -32,7 +31,8 @@ OVERLAYS = 8
 class DAAMWords(DAAM):
     """DAAM on every word (module docstring); overlays of the first records only."""
 
-    name = "daam"  # the computation is DAAM's: samples are shared with method=daam
+    name = "daam_words"
+    version = "1"
 
     def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
         """Overlays (image + map per word) of the first :data:`OVERLAYS` records into ``<run_dir>/figures/``."""

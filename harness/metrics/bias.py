@@ -169,7 +169,10 @@ class BiasSkew(Metric):
         self.resamples, self.per_noun = int(resamples), bool(per_noun)
         self.estimate = (not isinstance(reader, str) or reader != "toy") if estimate is None else bool(estimate)
         self._reader = None
-        _ = self.reader  # built now: missing judge weights stop the run before it generates
+
+    def check_available(self) -> None:
+        """Build the reader now: missing judge weights stop the run before it generates."""
+        _ = self.reader
 
     @property
     def reader(self) -> Any:
@@ -249,7 +252,7 @@ class BiasSkew(Metric):
 
     def compute(self) -> list[MetricResult]:
         if not self.entries:
-            return self.nothing_to_score("no sample had an attribute to read")
+            return self.nothing_to_score("no record carries meta.bias (objects and attributes) with an image")
         results = []
         note = (" ESTIMATE: attributes detected by a model, not ground truth." if self.estimate
                 else " Attributes read exactly from the image (toy world).")

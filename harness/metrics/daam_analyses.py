@@ -153,10 +153,8 @@ class DaamPOS(Metric):
         return rows
 
     def compute(self) -> list[MetricResult]:
-        results = []
         all_ious = [v for values in self.ious.values() for v in values]
-        if all_ious:
-            results.append(_t_result(self.name, all_ious, f"{self._iou_definition()}; every tag"))
+        results = [_t_result(self.name, all_ious, f"{self._iou_definition()}; every tag")] if all_ious else []
         for pos in sorted(self.words, key=lambda p: -self.words[p]):
             if self.ious.get(pos):
                 results.append(_t_result(f"{self.name}.miou", self.ious[pos], self._iou_definition(), pos))
@@ -180,6 +178,8 @@ class DaamPOS(Metric):
                 results.append(MetricResult(f"{self.name}.absent", float(self.absent[pos]), self.words[pos],
                                             definition="words that denote something visible with no mask in "
                                                        "their image (not scored)", extra={"item": pos}))
+        if not all_ious:
+            results += self.nothing_to_score("no word with a visible referent had a mask in its image")
         return results
 
     def _iou_definition(self) -> str:
@@ -253,7 +253,11 @@ class DaamSyntax(Metric):
     def compute(self) -> list[MetricResult]:
         scale = "raw maps (as the method stores them)" if self.scale == "raw" else "min-max normalised maps"
         names = {"iou": "|H∩D|/|H∪D|", "iod": "|H∩D|/|D|", "ioh": "|H∩D|/|H|"}
-        results = []
+        every = [value for relation in self.stats.values() for value in relation["iou"]]
+        if not every:
+            return self.nothing_to_score("no head-dependent pair had heat maps for both words")
+        results = [_t_result(self.name, every, f"mean over every (image, head-dependent pair) of |H∩D|/|H∪D|, maps "
+                                               f"binarised > {self.threshold:g} on {scale}; all relations; 95% t-CI")]
         ranked = sorted(self.stats, key=lambda r: (-len(self.stats[r]["iou"]), r))
         for rank, relation in enumerate(ranked, start=1):
             for key, formula in names.items():
@@ -363,11 +367,15 @@ class CohyponymEntanglement(Metric):
                     f"IoU of the two nouns' DAAM masks (min-max normalised, > {self.threshold:g}) in '{label}' "
                     "prompts; 95% t-CI", label))
         cohyponym, other = np.array(self.correct[True]), np.array(self.correct[False])
+        if not (cohyponym.size and other.size):
+            reason = ("judge=none: generation accuracy is not judged" if self._judge is None
+                      else "the run has no judged prompts of one of the groups")
+            return results + self.nothing_to_score(reason)
         if cohyponym.size and other.size:
             difference = float(cohyponym.mean() - other.mean())
             low, high = two_sample_bootstrap(cohyponym, other, self.resamples, self.seed)
             results.append(MetricResult(
-                f"{self.name}.accuracy_difference", difference, int(cohyponym.size + other.size), low, high,
+                self.name, difference, int(cohyponym.size + other.size), low, high,
                 definition="accuracy(cohyponym pairs) - accuracy(other pairs); 95% percentile bootstrap CI, the two "
                            f"groups of prompts resampled independently ({self.resamples} resamples)"))
         return results
@@ -509,6 +517,12 @@ class AdjectiveEntanglement(Metric):
                     return float(top[indices].sum() / below) if below > 0 else math.nan
 
                 low, high = bootstrap_ci(len(top), ratio, self.resamples, seed=self.seed)
+                if condition == "adjective" and name == "ratio":
+                    results.append(MetricResult(
+                        self.name, float(top.sum() / bottom.sum()), len(top), low, high,
+                        definition="the adjective swap's outside/inside ratio of RMS pixel change (ratio of means; "
+                                   "the same figure as ratio[adjective]); 95% percentile bootstrap CI over records",
+                        extra={"item": condition}))
                 results.append(MetricResult(
                     f"{self.name}.{name}", float(top.sum() / bottom.sum()), len(top), low, high,
                     definition=f"mean {numerator} / mean {denominator} change (ratio of means), swap '{condition}'; "
@@ -521,6 +535,8 @@ class AdjectiveEntanglement(Metric):
             results.append(_t_result(f"{self.name}.spread_beyond_object", self.spread["object"],
                                      f"share of the adjective's DAAM mask (> {self.threshold:g}) outside {region}; "
                                      "95% t-CI", "adjective"))
+        if not any(r.metric == self.name for r in results):
+            return results + self.nothing_to_score("no adjective swap changed the object's region (no ratio)")
         results.append(MetricResult(f"{self.name}.unscored", float(self.unscored), self.unscored,
                                     definition="records whose object was found in neither image (not scored)"))
         return results

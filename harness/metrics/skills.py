@@ -102,7 +102,10 @@ class SkillAccuracy(Metric):
         self.not_applicable = dict(not_applicable or {})
         self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
         self._reader = None
-        _ = self.reader  # built now: a missing detector checkpoint stops the run before it generates
+
+    def check_available(self) -> None:
+        """Build the reader now: a missing detector checkpoint stops the run before it generates."""
+        _ = self.reader
 
     @property
     def reader(self) -> Any:
@@ -138,6 +141,8 @@ class SkillAccuracy(Metric):
         return out
 
     def compute(self) -> list[MetricResult]:
+        if not self.passed:
+            return self.nothing_to_score("no record carries skill tags (meta.skill / meta.include) or an image")
         results = []
         method = "Wilson score" if self.interval == "wilson" else "Clopper-Pearson exact"
         for skill in [s for s in SKILLS if s in self.passed] + sorted(set(self.passed) - set(SKILLS)):

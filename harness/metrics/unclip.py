@@ -51,6 +51,8 @@ class _PerRecord(Metric):
         return values
 
     def compute(self) -> list[MetricResult]:
+        if not any(self.values.values()):
+            return self.nothing_to_score(f"no sample holds the arrays of method={self.name} (run that method)")
         return [_aggregate(k, v, self.definitions.get(k.split("[")[0], k)) for k, v in self.values.items() if v]
 
 

@@ -199,12 +199,28 @@ class SampleStore:
             os.close(fd)
 
     def clean_staging(self) -> int:
-        """Remove leftovers of interrupted writes; returns how many were removed."""
+        """Remove leftovers of interrupted writes; returns how many were removed.
+
+        Only leftovers untouched for ``STAGING_GRACE_S``: a staging folder younger than that may
+        belong to a write in flight in another run sharing the store (removing it made that run
+        fail with FileNotFoundError while it wrote)."""
+        import time
+
         removed = 0
+        now = time.time()
         for leftover in self.root.glob("*/.tmp-*"):
+            try:
+                if now - leftover.stat().st_mtime < STAGING_GRACE_S:
+                    continue
+            except OSError:
+                continue
             shutil.rmtree(leftover, ignore_errors=True)
             removed += 1
         return removed
+
+
+#: Staging folders younger than this (seconds) are left alone by :meth:`SampleStore.clean_staging`.
+STAGING_GRACE_S = 600
 
 
 class LazySamples(Mapping):

@@ -49,7 +49,7 @@ def test_a_record_without_variants_is_refused(method):
         method.run_batch([PromptRecord("x", "a car", 0, {"nouns": ["car"]})], [0])
 
 
-def test_daam_words_shares_daam_samples_and_draws_few_overlays(method, tmp_path):
+def test_daam_words_maps_like_daam_and_draws_few_overlays(method, tmp_path):
     from harness.methods.daam import DAAM
     from harness.methods.daam_analyses import OVERLAYS, DAAMWords
 
@@ -60,7 +60,10 @@ def test_daam_words_shares_daam_samples_and_draws_few_overlays(method, tmp_path)
     plain_cfg.words_source = "all"
     plain = DAAM(plain_cfg, method.model, SETTINGS)
     probe = PromptRecord("p", "a red car", 0)
-    assert words.sample_spec(probe, 5) == plain.sample_spec(probe, 5)
+    mine, theirs = words.run_batch([probe], [5])[0], plain.run_batch([probe], [5])[0]
+    assert set(mine.arrays) == set(theirs.arrays) == {"heatmap:a", "heatmap:red", "heatmap:car"}
+    for key in mine.arrays:
+        np.testing.assert_array_equal(mine.arrays[key], theirs.arrays[key])
     records = [PromptRecord(f"r{k}", "a red car", k) for k in range(OVERLAYS + 2)]
     samples = dict(zip([r.id for r in records], words.run_batch(records, list(range(len(records))))))
     written = words.save_figures(tmp_path, records, samples)

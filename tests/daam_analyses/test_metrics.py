@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from harness.data.prompts import PromptRecord
+from harness.errors import HarnessError
 from harness.metrics.daam_analyses import (
     AdjectiveEntanglement,
     CohyponymEntanglement,
@@ -67,10 +68,15 @@ def test_daam_pos_annotated_rule_and_absent_objects():
     # toy rule: "circle" denotes something, but the image has no circle -> absent, not scored
     toy = DaamPOS(ground_truth=FixedTruth({}), visible="toy")
     toy.process(record, sample)
+    with pytest.raises(HarnessError):  # nothing scored: never a silent missing row
+        toy.compute()
+    toy.optional = True
     results = rows_of(toy.compute())
+    assert math.isnan(results[("daam_pos", None)].value)
     assert results[("daam_pos.absent", "NOUN")].value == 1.0 and ("daam_pos.miou", "NOUN") not in results
     # annotated rule: a word without a mask counts as having no referent
     annotated = DaamPOS(ground_truth=FixedTruth({}), visible="annotated")
+    annotated.optional = True
     annotated.process(record, sample)
     assert rows_of(annotated.compute())[("daam_pos.no_referent", "NOUN")].value == 1.0
 
@@ -93,6 +99,7 @@ def test_daam_syntax_per_relation_on_raw_maps_and_the_ground_truth_ceiling():
     assert results[("daam_syntax.mioh", "amod")].value == pytest.approx(4 / 4)
     assert results[("daam_syntax.gt_miou", "amod")].value == 1.0  # the ceiling: same object
     assert results[("daam_syntax.miou", "det")].value == 0.0
+    assert results[("daam_syntax", None)].value == pytest.approx((0.5 + 0.0) / 2)  # headline: every pair
     assert results[("daam_syntax.miou", "det")].n == 1
     assert ("daam_syntax.gt_miou", "det") not in results  # "a" has no mask
     # min-max scale: "a" at 0.9 vs 0.05 -> normalised 1 vs 0; the same binary map
@@ -130,7 +137,7 @@ def test_cohyponym_accuracy_difference_and_noun_overlap():
     results = rows_of(metric.compute())
     assert results[("cohyponym_entanglement.accuracy", "cohyponym")].value == 0.5
     assert results[("cohyponym_entanglement.accuracy", "non_cohyponym")].value == 0.75
-    difference = results[("cohyponym_entanglement.accuracy_difference", None)]
+    difference = results[("cohyponym_entanglement", None)]  # the headline: the accuracy difference
     assert difference.value == pytest.approx(-0.25)
     assert difference.ci_low <= -0.25 <= difference.ci_high
     assert results[("cohyponym_entanglement.noun_overlap", "cohyponym")].value == 1.0
@@ -172,6 +179,7 @@ def test_adjective_entanglement_inside_outside_and_controls():
     assert results[("adjective_entanglement.inside", "adjective")].value == pytest.approx(1.0)
     assert results[("adjective_entanglement.outside", "adjective")].value == pytest.approx(math.sqrt(1 / 60))
     assert results[("adjective_entanglement.ratio", "adjective")].value == pytest.approx(math.sqrt(1 / 60))
+    assert results[("adjective_entanglement", "adjective")].value == pytest.approx(math.sqrt(1 / 60))  # headline
     assert results[("adjective_entanglement.inside", "same")].value == 0.0
     assert results[("adjective_entanglement.outside", "same")].value == 0.0
     assert ("adjective_entanglement.ratio", "same") not in results  # no change anywhere: no ratio

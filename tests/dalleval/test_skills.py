@@ -218,3 +218,42 @@ def test_metric_scores_renders_of_their_own_prompts_as_passing():
     assert math.isnan(results["skill.counting"].value) and results["skill.counting"].definition == "no numerals"
     assert results["binding_attention.passed"].value == pytest.approx(1.0)
     assert results["binding_attention.passed"].n == 8  # two colour words per prompt
+
+
+def test_relation_given_objects_counts_only_images_showing_both_objects(reader):
+    metric = SkillAccuracy()
+    metric.reset()
+    scenes = []
+    for index in range(40):
+        scene = scene_for_index("toy_gen", 550_000 + index, n_objects=2)
+        relation = _true_relation(scene)
+        a, b = scene.objects
+        if relation is not None and (a.colour, a.shape) != (b.colour, b.shape):
+            scenes.append((scene, relation))
+        if len(scenes) == 3:
+            break
+    from types import SimpleNamespace
+
+    for k, (scene, relation) in enumerate(scenes):
+        include = _tags(scene, relation)
+        record = SimpleNamespace(id=f"r{k}", prompt=f"p{k}", meta={"skill": "spatial_relation", "include": include})
+        image = render_scene(scene if k < 2 else _mirror(scene, MIRROR_AXIS[relation]))[0]
+        metric.process(record, Sample(image=image))
+    # one more whose second object is missing from the image: it fails, and is not "given objects"
+    lone = replace(scenes[0][0], objects=scenes[0][0].objects[:1], relations=())
+    include = _tags(scenes[0][0], scenes[0][1])
+    metric.process(SimpleNamespace(id="lone", prompt="lone", meta={"skill": "spatial_relation", "include": include}),
+                   Sample(image=render_scene(lone)[0]))
+    results = {r.metric: r for r in metric.compute()}
+    assert results["skill.spatial_relation"].value == pytest.approx(2 / 4)
+    assert results["skill.spatial_relation.given_objects"].value == pytest.approx(2 / 3)
+    assert results["skill.spatial_relation.given_objects"].n == 3
+
+
+def test_a_run_without_skill_tags_is_not_silent():
+    from harness.errors import HarnessError
+
+    metric = SkillAccuracy()
+    metric.reset()
+    with pytest.raises(HarnessError, match="nothing to score"):
+        metric.compute()

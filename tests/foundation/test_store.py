@@ -1,4 +1,6 @@
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +69,10 @@ def test_interrupted_write_leaves_no_entry_and_is_cleaned(store_root):
     staging.mkdir(parents=True)
     (staging / "image.png").write_bytes(b"partial")
     assert store.get(key) is None
+    # a young staging folder may be another run's write in flight: left alone
+    assert store.clean_staging() == 0 and staging.exists()
+    old = time.time() - 3600
+    os.utime(staging, (old, old))
     assert store.clean_staging() == 1
     assert not staging.exists()
 

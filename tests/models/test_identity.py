@@ -46,7 +46,7 @@ def perturb_same_size(path: Path, count: int = 256) -> None:
 
 
 def toy_cfg(compose, folder: Path, store: Path, *extra: str):
-    return compose(["experiment=smoke", "model=toy", f"model.path={folder}", f"store.root={store}",
+    return compose(["experiment=smoke", "model=toy", "dataset=toy_gen", f"model.path={folder}", f"store.root={store}",
                     "dataset.size=2", "generation.steps=2", "model.device=cpu", *extra])
 
 
