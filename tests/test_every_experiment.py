@@ -2,9 +2,10 @@
 
 An experiment that needs real weights or data names, in ``smoke_overrides``, the tiny stand-ins
 that let it run here through the same code path. The run must produce, for the method and every
-baseline it lists, an aggregate row of every quality metric it declares, with a finite value (a
-cost row does not count). Only an entry the experiment marks ``optional: true`` may instead be an
-empty cell, and then with the reason in ``skipped_reason``.
+baseline it lists, aggregate rows of every quality metric it declares with at least one finite
+value (a cost row does not count; a metric may write rows under other names, so rows are matched
+by their ``metric_entry``), and every empty (non-finite) value must carry its reason in
+``skipped_reason``. Only an entry the experiment marks ``optional: true`` may be empty throughout.
 """
 
 import math
@@ -21,25 +22,30 @@ EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "con
 
 
 def declared_quality_metrics(cfg) -> dict[str, bool]:
-    """Row name -> optional, for the quality metrics ``cfg`` lists (rows carry the class's ``name``)."""
+    """``metric:`` entry -> optional, for the quality metrics ``cfg`` lists."""
     declared = {}
     for key, entry in (OmegaConf.to_container(cfg.metric, resolve=True) or {}).items():
-        metric_class = METRICS.get(key)
-        if getattr(metric_class, "kind", "quality") == "quality":
-            declared[getattr(metric_class, "name", "") or key] = bool((entry or {}).get("optional", False))
+        if getattr(METRICS.get(key), "kind", "quality") == "quality":
+            declared[key] = bool((entry or {}).get("optional", False))
     return declared
 
 
 def check_rows(summary: pd.DataFrame, predictor: str, metric: str, optional: bool, where: str) -> None:
-    rows = summary[(summary["method"] == predictor) & (summary["metric"] == metric)]
+    """The quality rows the ``metric:`` entry wrote for ``predictor`` (matched by ``metric_entry``: a
+    metric may name its rows otherwise): at least one finite value unless the entry is optional, and
+    every empty (non-finite) value explained by a ``skipped_reason``."""
+    rows = summary[(summary["method"] == predictor) & (summary["metric_entry"] == metric)
+                   & (summary["kind"].fillna("quality") == "quality")]
     assert len(rows) >= 1, f"{where}: {predictor} has no {metric} row"
     reasons = rows["skipped_reason"] if "skipped_reason" in rows else pd.Series([None] * len(rows), index=rows.index)
-    for value, reason in zip(rows["value"], reasons, strict=True):
+    finite = 0
+    for name, value, reason in zip(rows["metric"], rows["value"], reasons, strict=True):
         if math.isfinite(value):
-            assert pd.isna(reason), f"{where}: {predictor} {metric} = {value} but skipped ({reason})"
+            assert pd.isna(reason), f"{where}: {predictor} {name} = {value} but skipped ({reason})"
+            finite += 1
         else:
-            assert optional, f"{where}: {predictor} {metric} = {value} ({reason})"
-            assert isinstance(reason, str) and reason, f"{where}: {predictor} {metric} is empty without a reason"
+            assert isinstance(reason, str) and reason, f"{where}: {predictor} {name} = {value} without a reason"
+    assert finite or optional, f"{where}: {predictor} {metric}: no finite value ({sorted(set(reasons.dropna()))})"
 
 
 @pytest.mark.slow
@@ -63,11 +69,13 @@ def test_experiment_runs_in_smoke_mode(compose, experiment, tmp_path):
 
 def test_the_check_fails_on_missing_empty_or_unexplained_values():
     def frame(value, reason=None):
-        return pd.DataFrame([{"method": "m", "metric": "q", "value": value, "skipped_reason": reason}])
+        return pd.DataFrame([{"method": "m", "metric": "q.part", "metric_entry": "q", "kind": "quality",
+                              "value": value, "skipped_reason": reason}])
 
     check_rows(frame(0.5), "m", "q", False, "t")
     check_rows(frame(float("nan"), "no model"), "m", "q", True, "t")
+    check_rows(pd.concat([frame(0.5), frame(float("nan"), "not applicable")]), "m", "q", False, "t")
     for bad, optional in [(frame(float("nan"), "no model"), False), (frame(float("nan")), True),
-                          (frame(float("inf")), False), (frame(0.5).assign(metric="other"), False)]:
+                          (frame(float("inf")), False), (frame(0.5).assign(metric_entry="other"), False)]:
         with pytest.raises(AssertionError):
             check_rows(bad, "m", "q", optional, "t")

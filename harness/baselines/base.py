@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, HarnessError
-from harness.metrics.base import check_options, skipped_result, split_options
+from harness.metrics.base import ENTRY_COLUMN, check_options, skipped_result, split_options
 from harness.registry import BASELINES
 from harness.store.samples import Sample
 
@@ -65,6 +65,8 @@ class SkippedBaseline(Baseline):
 
         reason = f"baseline {self.name} skipped: {self.skipped_reason}"
         results = [skipped_result(metric.name, reason, metric.kind) for metric in metrics]
+        for metric, result in zip(metrics, results, strict=True):
+            result.extra[ENTRY_COLUMN] = getattr(metric, "entry", "") or metric.name
         return build_rows({**identity, "method": self.name}, hparams, provenance, results, [])
 
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 OPTIONAL_KEY = "optional"
 #: The rows column that says why an optional metric or baseline produced no value.
 SKIPPED_COLUMN = "skipped_reason"
+#: The rows column naming the ``metric:`` entry an aggregate row came from (a metric may write
+#: rows under other names, e.g. ``bias.<attribute>.skew``).
+ENTRY_COLUMN = "metric_entry"
 
 
 class Metric:
@@ -36,6 +39,8 @@ class Metric:
     definition: ClassVar[str] = ""
     #: set by :func:`build_metrics` from the entry's ``optional: true``
     optional: bool = False
+    #: set by :func:`build_metrics`: the ``metric:`` entry (its rows' ``metric_entry``)
+    entry: str = ""
 
     def nothing_to_score(self, reason: str) -> list[MetricResult]:
         """What ``compute`` returns when the run gave it nothing to score (no row is never silent).
@@ -111,6 +116,19 @@ def check_options(kind: str, name: str, target: Any, options: dict[str, Any], *l
                           f"{accepted or 'none'} (and {OPTIONAL_KEY}: true|false).") from None
 
 
+def _tag_results(metric: Metric, entry: str) -> None:
+    """Make ``metric.compute()`` name ``entry`` in each result's ``metric_entry`` column."""
+    compute = metric.compute
+
+    def tagged() -> list[MetricResult]:
+        results = compute()
+        for result in results:
+            result.extra.setdefault(ENTRY_COLUMN, entry)
+        return results
+
+    metric.compute = tagged  # type: ignore[method-assign]
+
+
 def build_metrics(metric_cfg: dict[str, Any] | None) -> list[Metric]:
     """Instantiate the metrics of ``metric:`` (name -> options or null), checking options and availability.
 
@@ -135,6 +153,8 @@ def build_metrics(metric_cfg: dict[str, Any] | None) -> list[Metric]:
             metric = SkippedMetric(getattr(metric_class, "name", "") or name, reason,
                                    getattr(metric_class, "kind", "quality"))
         metric.optional = optional
+        metric.entry = name
         metric.reset()
+        _tag_results(metric, name)
         metrics.append(metric)
     return metrics

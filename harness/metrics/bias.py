@@ -18,6 +18,7 @@ DALL-EVAL's variant of MAD.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -312,4 +313,8 @@ class BiasSkew(Metric):
             results.insert(0, MetricResult(self.name, float(np.mean(headline)), len(headline), definition=(
                 "DALL-EVAL's MAD (per prompt group, mean over groups), averaged over the attributes read "
                 f"({len(headline)}); read the per-attribute rows.{note}")))
+        for result in results:  # an empty cell says why (harness.metrics.base.SKIPPED_COLUMN)
+            if not math.isfinite(result.value):
+                result.extra.setdefault("skipped_reason", "no (prompt, object) group has a detected attribute "
+                                                          "(or a reference) to measure")
         return results

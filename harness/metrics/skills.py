@@ -163,7 +163,8 @@ class SkillAccuracy(Metric):
                         "pooled over skills, so it depends on the mix: read the per-skill rows")))
         for skill, reason in self.not_applicable.items():
             if skill not in self.passed:
-                results.append(MetricResult(f"skill.{skill}", math.nan, 0, definition=reason))
+                results.append(MetricResult(f"skill.{skill}", math.nan, 0, definition=reason,
+                                            extra={"skipped_reason": reason}))
         for outcome, shares in self.binding_share.items():
             if shares:
                 array = np.asarray(shares)
