@@ -15,7 +15,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip setuptools wheel
-	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev,scale]'
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev,scale,tracking]'
+	$(PY) -m harness.analysis.wordnet_data  # WordNet 3.0 for NLTK, offline, into $(VENV)/nltk_data (docs/daam_analyses.md)
 	@touch $(STAMP)
 
 demo: $(STAMP)

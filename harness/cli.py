@@ -3,6 +3,8 @@
     harness run [hydra overrides...]      run an experiment (``-m`` for a sweep)
     harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines] [--compare METHOD]
     harness select experiment=NAME          rerun a toy experiment's declared selection on dev
+    harness report PATH... --out report.html  one static HTML page over runs (tables, plots, gallery)
+    harness rate TASK [--port P]          a local web page collecting 5-point ratings of a rating task
     harness demo                          the embedded demo (what `make demo` runs)
     harness list                          registered models, datasets, methods, metrics
     harness daam "<prompt>" [key=value...] per-word DAAM heat maps for one prompt
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list,
                 "daam": _delegate("harness.daam_cli"), "build-prompts": _delegate("harness.data.build_cli"),
-                "toy": cmd_toy, "select": _delegate("harness.selection")}
+                "toy": cmd_toy, "select": _delegate("harness.selection"), "report": _delegate("harness.report.html"),
+                "rate": _delegate("harness.rating.app")}
     handler = handlers.get(command)
     if handler is None:
         print(f"harness: unknown command {command!r}.\n{USAGE}", file=sys.stderr)
@@ -58,13 +61,14 @@ def cmd_run(overrides: list[str]) -> int:
     def task(cfg) -> float | None:
         from harness.report.table import print_summary
         from harness.run import run_experiment
-
         from harness.selection import apply_selected
+        from harness.validation import check_config
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             # the values `harness select` chose on dev, where the command line does not set them
             cfg = apply_selected(cfg, HydraConfig.get().overrides.task)
+            check_config(cfg)  # the model-independent checks, before the prompt set or model is built
             outcome = run_experiment(cfg, run_dir, cwd=Path.cwd())
         except HarnessError as error:
             logging.getLogger("harness").error("%s", error)
@@ -80,6 +84,10 @@ def cmd_run(overrides: list[str]) -> int:
     sys.argv = ["harness", *overrides]
     try:
         task()
+    except SystemExit as exit_:  # Hydra's own errors and the task's HarnessError exit this way
+        if exit_.code in (None, 0):
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else 1
     finally:
         sys.argv = saved_argv
     return 0
@@ -101,6 +109,9 @@ def cmd_table(args: list[str]) -> int:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of --compare (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --compare's resamples (default 0)")
     options = parser.parse_args(args)
+    from harness.rating.results import refresh_task_rows
+
+    refresh_task_rows(options.paths)  # a rating task folder: its ratings become rows.parquet first
     rows = load_rows(options.paths, with_baselines=not options.no_baselines)
     print(render_table(rows, fmt=options.format, metrics=options.metrics, include_cost=options.all_kinds))
     if options.compare:

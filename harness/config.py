@@ -7,9 +7,12 @@ message naming the key, before any model is loaded.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -136,11 +139,15 @@ class RunConfig:
     selection: dict[str, Any] = field(default_factory=dict)
 
 
-def register_configs() -> None:
+def register_configs(config_dir: str | Path | None = None) -> None:
     """Register the schemas so ``conf/`` files can extend them.
 
-    Method and dataset schemas live in small torch-free modules under ``harness/schemas/``
-    (one per method); importing them here is what makes them known at compose time.
+    Three sources, all kept: the built-in schemas above; dataclasses declared with
+    :func:`add_schema` by the torch-free modules under ``harness/schemas/`` (imported here); and,
+    for a ``conf/method`` or ``conf/dataset`` option whose ``defaults`` name a ``<x>_schema``
+    that none of these declares, a schema inferred from that file by :func:`infer_schema` (the
+    config file is then its own schema: a misspelt key or a value of the wrong type still fails
+    at compose time).
     """
     import harness.schemas
 
@@ -155,13 +162,81 @@ def register_configs() -> None:
     cs.store(group="executor", name="executor_schema", node=ExecutorConfig)
     for group, name, node in _EXTRA_SCHEMAS:
         cs.store(group=group, name=name, node=node)
+    for group, name, node in inferred_schemas(config_dir):
+        cs.store(group=group, name=name, node=node)
 
 
 #: Modules under harness/schemas append (group, name, dataclass) here when imported.
 _EXTRA_SCHEMAS: list[tuple[str, str, type]] = []
+
+#: Groups whose options may carry an inferred schema, and the base schema each extends.
+INFERRED_GROUPS: dict[str, type] = {"method": MethodConfig, "dataset": DatasetConfig}
 
 
 def add_schema(group: str, name: str, node: type) -> type:
     """Declare an extra schema (a method's hyperparameters, say) for :func:`register_configs`."""
     _EXTRA_SCHEMAS.append((group, name, node))
     return node
+
+
+def _declared(group: str, name: str) -> bool:
+    repo = ConfigStore.instance().repo.get(group, {})
+    builtin = {("method", "method_schema"), ("method", "generate_schema"), ("dataset", "dataset_schema")}
+    return (group, name) in builtin or f"{name}.yaml" in repo or any(
+        g == group and n == name for g, n, _ in _EXTRA_SCHEMAS)
+
+
+def inferred_schemas(config_dir: str | Path | None = None) -> list[tuple[str, str, type]]:
+    """(group, schema name, dataclass) for every option of :data:`INFERRED_GROUPS` whose schema is not declared."""
+    import yaml
+
+    from harness import REPO_ROOT
+
+    root = Path(config_dir) if config_dir is not None else REPO_ROOT / "conf"
+    found = []
+    for group, base in INFERRED_GROUPS.items():
+        for file in sorted((root / group).glob("*.yaml")):
+            data = yaml.safe_load(file.read_text()) or {}
+            if not isinstance(data, dict):
+                continue
+            for entry in data.get("defaults") or []:
+                if isinstance(entry, str) and entry.endswith("_schema") and not _declared(group, entry):
+                    found.append((group, entry, infer_schema(entry, base, data, file)))
+    return found
+
+
+def infer_schema(schema_name: str, base: type, values: dict[str, Any], source: Path | str = "") -> type:
+    """A dataclass extending ``base`` with one field per key of ``values`` (the option's defaults).
+
+    Each field's type is its default's (bool, int, float, str, list, dict; ``null`` accepts any
+    value), so overrides are type-checked and unknown keys refused, like a hand-written schema.
+    """
+    from dataclasses import make_dataclass
+
+    inherited = {f.name for f in dataclasses.fields(base)}
+    fields = []
+    for key, value in values.items():
+        if key == "defaults" or key in inherited:
+            continue
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"{source}: key {key!r} is not a valid option name")
+        if isinstance(value, bool):
+            kind: Any = bool
+        elif isinstance(value, int):
+            kind = int
+        elif isinstance(value, float):
+            kind = float
+        elif isinstance(value, str):
+            kind = str
+        elif isinstance(value, list):
+            kind = list[Any]
+        elif isinstance(value, dict):
+            kind = dict[str, Any]
+        else:
+            kind = Any
+        if isinstance(value, (list, dict)):
+            fields.append((key, kind, field(default_factory=lambda v=value: copy.deepcopy(v))))
+        else:
+            fields.append((key, kind, field(default=value)))
+    class_name = "".join(part.capitalize() for part in schema_name.split("_")) + "Inferred"
+    return make_dataclass(class_name, fields, bases=(base,))

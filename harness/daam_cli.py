@@ -114,13 +114,22 @@ def _read_image(path: str, height: int, width: int) -> Any:
     import numpy as np
     from PIL import Image
 
-    from harness.errors import DataError
+    from harness.validation import read_image
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"image={path}: no such file.")
-    with Image.open(file) as pil:
-        return np.asarray(pil.convert("RGB").resize((width, height), Image.Resampling.BICUBIC))
+    return np.asarray(read_image(path).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def validate_options(prompt: str, options: dict[str, Any], model_name: str | None) -> None:
+    """The checks that need no model: generation values, and the toy vocabulary for prompt and words."""
+    from harness.validation import check_generation, check_prompts
+
+    check_generation(options["steps"], options["guidance_scale"], prefix="")
+    for key in ("height", "width"):
+        if options[key] is not None and options[key] < 1:
+            raise ConfigError(f"{key}={options[key]}: image sizes must be positive.")
+    if model_name:
+        check_prompts(model_name, [("prompt", prompt), ("negative_prompt", options["negative_prompt"]),
+                                   *(("words", word) for word in options["words"] or [])])
 
 
 def run_daam(argv: list[str]) -> Path:
@@ -142,13 +151,18 @@ def run_daam(argv: list[str]) -> Path:
     from harness.methods.daam_figures import overlay_figure
     from harness.models.loader import load_model
     from harness.schemas.daam import DAAMConfig
+    from harness.validation import check_size, size_multiple
 
     prompt, options, overrides = parse_args(argv)
     cfg = OmegaConf.structured(DAAMConfig)
     for key, value in overrides.items():
         setattr(cfg, key, value)
     validate_config(cfg)
-    model = load_model(_model_config(options))
+    model_cfg = _model_config(options)
+    validate_options(prompt, options, str(model_cfg.name))
+    timesteps = [int(_convert("image_timesteps", t, int)) for t in options["image_timesteps"]]
+    model = load_model(model_cfg)
+    getattr(model, "check_daam", lambda: None)()  # models without this DAAM path refuse here (unCLIP)
     pipeline = model.pipeline
     from harness.attention import prompt_words, word_token_positions
 
@@ -157,12 +171,12 @@ def run_daam(argv: list[str]) -> Path:
         word_token_positions(pipeline.tokenizer, prompt, word, str(cfg.occurrence))
     height = options["height"] or model.default_height
     width = options["width"] or model.default_width
+    check_size(height, width, size_multiple(pipeline), f"model={model.name}", prefix="")
+    image = _read_image(options["image"], height, width) if options["image"] else None  # before any generation
     if cfg.pag_scale > 0:
         pipeline = pag_pipeline(pipeline, cfg.pag_applied_layers)
     generator = torch.Generator(device="cpu").manual_seed(options["seed"])
-    if options["image"]:  # DAAM on a given image: noise it to each timestep, denoise one step with the prompt
-        timesteps = [int(_convert("image_timesteps", t, int)) for t in options["image_timesteps"]]
-        image = _read_image(options["image"], height, width)
+    if image is not None:  # DAAM on a given image: noise it to each timestep, denoise one step with the prompt
         tracer = trace_image(pipeline, [image], [prompt], [generator], timesteps=timesteps, options=tracer_options(cfg))
     else:
         floats, tracer = generate_with_maps(pipeline, [prompt], [generator], steps=options["steps"],

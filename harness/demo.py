@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness import REPO_ROOT
@@ -54,4 +55,10 @@ def run_demo(args: list[str]) -> int:
     print(render_table(load_rows([str(root)]), include_cost=True))
     print(f"\nDemo results are in {root.resolve()} (one folder per experiment: summary.csv, rows.parquet, "
           "figures/, run log).")
+    from harness.report.html import build_report
+
+    began = time.perf_counter()
+    report = build_report([str(root)], root / "report.html")
+    print(f"\n==> harness report results/demo --out {root / 'report.html'}  ({time.perf_counter() - began:.1f} s)")
+    print(f"Report: {report.resolve()}")
     return 0

@@ -4,12 +4,19 @@ Entries are registered either as objects or as lazy ``"module:attr"`` strings, s
 importing the harness does not import torch, diffusers or spaCy until a run needs them.
 Duplicate names are refused; an unknown name is answered with the known ones and the closest
 matches.
+
+A name needs no catalogue line when its module follows the convention: ``<package>.<name>``
+(e.g. ``harness/methods/<name>.py``) defining the class whose ``name`` attribute is that name
+(for datasets: a function ``build_<name>`` or ``build``), or registering itself when imported
+(``@METHODS.register("<name>")``). It is imported on first use. The names of the config
+group's files (``conf/method/*.yaml``, ...) are listed as known.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -32,8 +39,12 @@ class Registry(Generic[T]):
     >>> METHODS.register("daam", "harness.methods.daam:DAAM")
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, package: str | None = None, conf_group: str | None = None) -> None:
         self.kind = kind
+        #: where a name without a catalogue line is looked for: module ``<package>.<name>``
+        self.package = package
+        #: the conf/ group whose option files name entries (listed by :meth:`names`)
+        self.conf_group = conf_group
         self._entries: dict[str, str | T] = {}
 
     def register(self, name: str, target: str | T | None = None) -> Callable[[T], T] | T:
@@ -60,6 +71,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """Return the entry for ``name``, importing it on first use."""
         if name not in self._entries:
+            self._discover(name)
+        if name not in self._entries:
             raise UnknownNameError(self._unknown_message(name))
         entry = self._entries[name]
         if isinstance(entry, str):
@@ -69,17 +82,60 @@ class Registry(Generic[T]):
             self._entries[name] = entry
         return entry
 
+    def _module_name(self, name: str) -> str | None:
+        if not self.package or not name.isidentifier():
+            return None
+        module_name = f"{self.package}.{name}"
+        try:
+            return module_name if importlib.util.find_spec(module_name) is not None else None
+        except ModuleNotFoundError:
+            return None
+
+    def _discover(self, name: str) -> None:
+        """Register ``name`` from its conventional module, if there is one (see the module docstring)."""
+        module_name = self._module_name(name)
+        if module_name is None:
+            return
+        module = importlib.import_module(module_name)
+        if name in self._entries:  # the module registered itself
+            return
+        defined_here = [obj for obj in vars(module).values()
+                        if isinstance(obj, type) and obj.__module__ == module.__name__
+                        and getattr(obj, "name", None) == name]
+        if len(defined_here) == 1:
+            self._entries[name] = defined_here[0]
+            return
+        for attribute in (f"build_{name}", "build"):
+            if callable(getattr(module, attribute, None)):
+                self._entries[name] = getattr(module, attribute)
+                return
+
     def _unknown_message(self, name: str) -> str:
-        known = sorted(self._entries)
+        known = self.names()
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"Unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known) or '(none)'}."
+        where = ""
+        if self.package and name.isidentifier():
+            module = self._module_name(name)
+            where = (f" ({module} defines no class with name = {name!r}, and registers nothing under it.)" if module
+                     else f" (No catalogue entry in harness/registry.py and no module {self.package}.{name}.)")
+        return f"Unknown {self.kind} {name!r}.{hint}{where} Known {self.kind}s: {', '.join(known) or '(none)'}."
+
+    def _conf_names(self) -> set[str]:
+        if not self.conf_group:
+            return set()
+        from harness import REPO_ROOT
+
+        return {path.stem for path in (REPO_ROOT / "conf" / self.conf_group).glob("*.yaml")
+                if self._module_name(path.stem) is not None}
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
-        return sorted(self._entries)
+        """The registered names and those of config files with a conventional module, sorted."""
+        return sorted(set(self._entries) | self._conf_names())
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name not in self._entries:
+            self._discover(name)
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
@@ -95,10 +151,10 @@ def _describe(entry: Any) -> str:
 
 
 MODELS: Registry = Registry("model")
-DATASETS: Registry = Registry("dataset")
-METHODS: Registry = Registry("method")
-METRICS: Registry = Registry("metric")
-BASELINES: Registry = Registry("baseline")
+DATASETS: Registry = Registry("dataset", package="harness.data", conf_group="dataset")
+METHODS: Registry = Registry("method", package="harness.methods", conf_group="method")
+METRICS: Registry = Registry("metric", package="harness.metrics", conf_group="metric")
+BASELINES: Registry = Registry("baseline", package="harness.baselines")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
@@ -152,3 +208,35 @@ BASELINES.register("detectron2", "harness.baselines.detectron2_adapter:Detectron
 DATASETS.register("toy_gen", "harness.data.toy_sets:build_toy_gen")
 DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
+# DAAM analyses (issue 15): part of speech, visuosyntactic relations, cohyponym and adjectival entanglement.
+DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_cohyponym_pairs")
+DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")
+DATASETS.register("toy_adjective_swaps", "harness.analysis.datasets:build_toy_adjective_swaps")
+DATASETS.register("coco_adjective_swaps", "harness.analysis.datasets:build_coco_adjective_swaps")
+METHODS.register("daam_words", "harness.methods.daam_analyses:DAAMWords")
+METHODS.register("daam_swap", "harness.methods.daam_analyses:DAAMSwap")
+METRICS.register("daam_pos", "harness.metrics.daam_analyses:DaamPOS")
+METRICS.register("daam_syntax", "harness.metrics.daam_analyses:DaamSyntax")
+METRICS.register("cohyponym_entanglement", "harness.metrics.daam_analyses:CohyponymEntanglement")
+METRICS.register("adjective_entanglement", "harness.metrics.daam_analyses:AdjectiveEntanglement")
+# DALL-EVAL skills and bias (issue 16).
+DATASETS.register("skills_toy_gen", "harness.dalleval.skills_toy:build_skills_toy_gen")
+DATASETS.register("skills_toy_unreal", "harness.dalleval.skills_toy:build_skills_toy_unreal")
+METRICS.register("skill_accuracy", "harness.metrics.skills:SkillAccuracy")
+DATASETS.register("bias_toy", "harness.dalleval.bias_toy:build_bias_toy")
+METRICS.register("bias_skew", "harness.metrics.bias:BiasSkew")
+# unCLIP (issue 16): models, manipulations, their metrics and toy inputs.
+for _name in ("karlo", "sd21_unclip"):
+    MODELS.register(_name, "harness.models.unclip:load_unclip")
+for _name in ("tiny_karlo", "tiny_sd21_unclip"):
+    MODELS.register(_name, "harness.models.unclip:load_tiny_unclip")
+METHODS.register("unclip_variations", "harness.methods.unclip:UnclipVariations")
+METHODS.register("unclip_interpolation", "harness.methods.unclip:UnclipInterpolation")
+METHODS.register("unclip_textdiff", "harness.methods.unclip:UnclipTextdiff")
+METRICS.register("unclip_variations", "harness.metrics.unclip:UnclipVariationStats")
+METRICS.register("unclip_interpolation", "harness.metrics.unclip:UnclipSmoothness")
+METRICS.register("unclip_textdiff", "harness.metrics.unclip:UnclipTextdiffScore")
+DATASETS.register("unclip_toy", "harness.dalleval.unclip_toy:build_unclip_toy")
+DATASETS.register("skills_jsonl", "harness.dalleval.skills_jsonl:build_skills_jsonl")
+DATASETS.register("bias_professions", "harness.dalleval.professions:build_bias_professions")
+METHODS.register("unclip_daam", "harness.methods.unclip:UnclipDAAM")

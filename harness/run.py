@@ -41,8 +41,10 @@ from harness.errors import ConfigError, HarnessError
 from harness.methods.base import GenerationSettings, Method, generation_seed
 from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
-from harness.store.rows import build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
+from harness.store.identity import stamp_provenance
+from harness.store.rows import ROW_COLUMNS, build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
 from harness.store.samples import LazySamples, Sample, SampleStore, SampleWriter, content_key
+from harness.validation import validate_run
 
 log = logging.getLogger("harness.run")
 
@@ -54,6 +56,8 @@ SMOKE_STEPS = 2
 EXECUTION_KEYS = ("store", "print_summary", "figures", "smoke_overrides", "shard", "executor")
 #: Batches waiting for the writer thread before generation blocks (bounds memory).
 WRITER_PENDING_BATCHES = 2
+#: Per-sample rows kept as dicts before they are packed into a data frame.
+ROWS_PER_FRAME = 512
 
 
 @dataclass
@@ -71,7 +75,7 @@ class PlannedSample:
     record: PromptRecord
     seed: int
     key: str
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None  #: None once the sample is in the store (not kept for the whole run)
 
 
 @dataclass
@@ -84,6 +88,26 @@ class _Predictor:
     baseline: Baseline | None = None
     dataset_key: str | None = None
     per_sample: list[dict[str, Any]] = field(default_factory=list)
+    #: per-sample rows already turned into data frames (columnar: far smaller than dicts)
+    frames: list[pd.DataFrame] = field(default_factory=list)
+
+    def flush(self, provenance: dict[str, Any]) -> None:
+        """Turn the per-sample rows gathered so far into a frame (every ROWS_PER_FRAME rows)."""
+        if self.per_sample:
+            self.frames.append(build_rows(self.identity, self.hparams, provenance, [], self.per_sample))
+            self.per_sample = []
+
+    def rows(self, provenance: dict[str, Any]) -> pd.DataFrame:
+        """Aggregates (first) and per-sample rows, in the column order of :func:`build_rows`."""
+        self.flush(provenance)
+        aggregates = build_rows(self.identity, self.hparams, provenance,
+                                [result for metric in self.metrics for result in metric.compute()], [])
+        frames = [frame for frame in [aggregates, *self.frames] if not frame.empty]
+        if not frames:
+            return aggregates
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        hp = sorted(c for c in frame.columns if c.startswith("hp."))
+        return frame[ROW_COLUMNS + hp + [c for c in frame.columns if c not in ROW_COLUMNS and c not in hp]]
 
 
 def resolve_path(path: str | Path, base: Path | None = None) -> Path:
@@ -140,13 +164,15 @@ def _make_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def build_method(cfg: DictConfig) -> tuple[Method, GenerationSettings]:
-    """Load the model and build the configured method (smoke reductions applied)."""
+def build_method(cfg: DictConfig, prompt_set: PromptSet) -> tuple[Method, GenerationSettings]:
+    """Load the model and build the configured method (smoke reductions applied); every input
+    (settings, sizes, the prompts of ``prompt_set``) is validated before anything is generated."""
     from harness.models.loader import load_model
 
     method_class = METHODS.get(cfg.method.name)
     model = load_model(cfg.model)
     settings = generation_settings(cfg, model)
+    validate_run(cfg, model, settings, prompt_set)  # bad input stops here: nothing generated or stored
     method: Method = method_class(cfg.method, model, settings)
     if cfg.smoke and hasattr(method, "reduce_for_smoke"):
         method.reduce_for_smoke()
@@ -157,8 +183,9 @@ def generate_part(cfg: DictConfig, cwd: Path | None, index: int, count: int) -> 
     """Generate shard ``index`` of ``count`` of ``cfg``'s prompt set into its store (what one
     shard job or one Ray worker does): (generated, reused). Loads the model once."""
     store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
-    records = shard_records(build_prompt_set(cfg).records, index, count)
-    method, settings = build_method(cfg)
+    prompt_set = build_prompt_set(cfg)
+    records = shard_records(prompt_set.records, index, count)
+    method, settings = build_method(cfg, prompt_set)
     plan = plan_samples(method, records, cfg.seed)
     return generate_missing(method, plan, store, settings.batch_size)
 
@@ -190,7 +217,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
 
         remote_generated = run_shards(cfg, executor, cwd)
 
-    method, settings = build_method(cfg)
+    method, settings = build_method(cfg, prompt_set)
     baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), method.model)
     plan = plan_samples(method, prompt_set.records, cfg.seed)
     generated, reused = generate_missing(method, plan, store, settings.batch_size)
@@ -216,19 +243,45 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     }
     generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
     predictors = [_Predictor(identity, flatten_hparams({**method.params(), **generation_hp}), build_metrics(metric_cfg))]
+    skipped: list[pd.DataFrame] = []
     for baseline in baselines:
+        if baseline.skipped_reason:  # an optional baseline that cannot run: NaN rows with the reason
+            skipped.append(baseline.skipped_rows(build_metrics(metric_cfg), identity,
+                                                 flatten_hparams({**baseline.params(), **generation_hp}), provenance))
+            continue
         predictors.append(_Predictor({**identity, "method": baseline.name},
                                      flatten_hparams({**baseline.params(), **generation_hp}),
                                      build_metrics(metric_cfg), baseline,
                                      dataset_key(baseline, plan)))
-    score_stream(plan, store, predictors)
-    frames = [build_rows(p.identity, p.hparams, provenance, [r for m in p.metrics for r in m.compute()], p.per_sample)
-              for p in predictors]
-    rows = pd.concat(frames, ignore_index=True)
+    score_stream(plan, store, predictors, provenance)
+    rows = pd.concat([predictor.rows(provenance) for predictor in predictors] + skipped, ignore_index=True)
+    _write_sample_keys(run_dir, keys, predictors)
     rows_path, summary_path = write_rows(rows, run_dir)
+    if cfg.figures:  # metrics that draw figures from their rows (harness/analysis/figures.py)
+        from harness.analysis.figures import save_metric_figures
+
+        save_metric_figures(metric_cfg, run_dir, rows, prompt_set.records, LazySamples(store, keys))
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)
     log.info("rows: %s; summary: %s", rows_path, summary_path)
     return RunOutcome(rows, run_dir, generated, reused)
+
+
+def _write_sample_keys(run_dir: Path, keys: dict[str, str], predictors: list[_Predictor]) -> None:
+    """``sample_keys.json``: method -> record id -> store key of its sample or prediction (what
+    ``harness report`` shows, also where no metric gives per-sample rows)."""
+    import json
+
+    document = {}
+    for predictor in predictors:
+        if predictor.baseline is None:
+            document[predictor.identity["method"]] = dict(keys)
+        else:
+            document[predictor.identity["method"]] = {
+                record_id: prediction_key(predictor.baseline, key, predictor.dataset_key)[0]
+                for record_id, key in keys.items()}
+    temporary = run_dir / ".sample_keys.json.tmp"
+    temporary.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    temporary.replace(run_dir / "sample_keys.json")
 
 
 def _run_shard(cfg: DictConfig, run_dir: Path, store: SampleStore, prompt_set: PromptSet,
@@ -236,7 +289,7 @@ def _run_shard(cfg: DictConfig, run_dir: Path, store: SampleStore, prompt_set: P
     import json
 
     records = shard_records(prompt_set.records, index, count)
-    method, settings = build_method(cfg)
+    method, settings = build_method(cfg, prompt_set)
     plan = plan_samples(method, records, cfg.seed)
     generated, reused = generate_missing(method, plan, store, settings.batch_size)
     document = {"shard": {"index": index, "count": count}, "records": len(records), "of": len(prompt_set),
@@ -262,6 +315,7 @@ def commit_sample(writer: SampleWriter, planned: PlannedSample, sample: Sample, 
     a generated sample is committed)."""
     sample.meta.setdefault("seconds", seconds)
     sample.meta.setdefault("record_id", planned.record.id)
+    stamp_provenance(sample.meta)
     writer.submit(planned.key, sample, planned.spec)
 
 
@@ -273,7 +327,12 @@ def generate_missing(method: Method, plan: list[PlannedSample], store: SampleSto
     most :data:`WRITER_PENDING_BATCHES` batches wait for it, so memory does not grow with the
     run. A killed run loses only the samples not yet renamed into the store.
     """
-    pending = [item for item in plan if not store.check(item.key)]
+    pending = []
+    for item in plan:
+        if store.check(item.key):
+            item.spec = None  # only a sample still to generate needs its spec
+        else:
+            pending.append(item)
     reused = len(plan) - len(pending)
     progress = tqdm(total=len(plan), initial=reused, desc=f"generate ({method.name})", unit="sample")
     with progress, SampleWriter(store, max_pending=WRITER_PENDING_BATCHES * batch_size) as writer:
@@ -284,6 +343,7 @@ def generate_missing(method: Method, plan: list[PlannedSample], store: SampleSto
             elapsed = time.perf_counter() - began
             for planned, sample in zip(batch, outputs, strict=True):
                 commit_sample(writer, planned, sample, elapsed / len(batch))
+                planned.spec = None  # written with the sample; not kept for the rest of the run
             progress.update(len(batch))
     return len(pending), reused
 
@@ -310,6 +370,7 @@ def predict_one(baseline: Baseline, record: PromptRecord, sample: Sample, key: s
         began = time.perf_counter()
         prediction = baseline.predict(record, sample)
         prediction.meta.setdefault("seconds", time.perf_counter() - began)
+        stamp_provenance(prediction.meta)
         if writer is None:
             store.put(key, prediction, spec)
         else:
@@ -335,7 +396,8 @@ def _feed(predictor: _Predictor, record: PromptRecord, key: str, sample: Sample)
             values = [{"metric": name, "value": value} for name, value in values.items()]
         for item in values:
             extra = {**item.get("extra", {}), "sample_key": key}
-            predictor.per_sample.append({"sample_id": record.id, "kind": metric.kind, **item, "extra": extra})
+            predictor.per_sample.append({"sample_id": record.id, "kind": metric.kind,
+                                         "provenance": sample.meta.get("provenance"), **item, "extra": extra})
 
 
 def _stream(plan: list[PlannedSample], store: SampleStore) -> Iterator[tuple[PlannedSample, Sample]]:
@@ -343,7 +405,8 @@ def _stream(plan: list[PlannedSample], store: SampleStore) -> Iterator[tuple[Pla
         yield planned, sample
 
 
-def score_stream(plan: list[PlannedSample], store: SampleStore, predictors: list[_Predictor]) -> None:
+def score_stream(plan: list[PlannedSample], store: SampleStore, predictors: list[_Predictor],
+                 provenance: dict[str, Any]) -> None:
     """Feed every sample, read back from the store one at a time, to the method's metrics and to
     each baseline (whose prediction is read from the store or made, stored and scored).
 
@@ -367,3 +430,6 @@ def score_stream(plan: list[PlannedSample], store: SampleStore, predictors: list
                 key, spec = specs[number][record.id]
                 prediction = predict_one(predictor.baseline, record, sample, key, spec, store, writer)
                 _feed(predictor, record, key, prediction)
+            for predictor in predictors:
+                if len(predictor.per_sample) >= ROWS_PER_FRAME:
+                    predictor.flush(provenance)

@@ -39,3 +39,9 @@ def compose():
 def store_root(tmp_path: Path) -> Path:
     """A private sample cache for one test."""
     return tmp_path / "cache"
+
+
+@pytest.fixture(autouse=True)
+def _private_hash_index(tmp_path_factory, monkeypatch):
+    """Weight-file digests are remembered in a per-test index, never in the user's ~/.cache."""
+    monkeypatch.setenv("HARNESS_HASH_INDEX", str(tmp_path_factory.mktemp("hash_index") / "file_sha256.jsonl"))

@@ -97,22 +97,89 @@ class CrossAttentionCapture:
         self.name = name
         self.inner = inner
         self.tracer = tracer
+        #: per (input shapes, dtype): whether the one-pass path reproduced the inner processor bit for bit
+        self._one_pass_checked: dict[tuple, bool] = {}
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args: Any, **kwargs: Any) -> torch.Tensor:
+        wanted = encoder_hidden_states is not None and self.tracer.capturing and self.tracer.wants(self.name)
+        if wanted and not args and not kwargs and temb is None and attention_mask is None and self._one_pass_applies(attn, hidden_states):
+            output = self._one_pass(attn, hidden_states, encoder_hidden_states)
+            if output is not None:
+                return output
         if temb is not None:
             kwargs["temb"] = temb
         output = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-        if encoder_hidden_states is not None and self.tracer.capturing and self.tracer.wants(self.name):
+        if wanted:
             with torch.no_grad():
                 self._capture(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         return output
 
+    # -- one pass (CPU, SDPA): the layer's output and the kept rows' probabilities together ---------
+    def _one_pass_applies(self, attn: Any, hidden_states: torch.Tensor) -> bool:
+        """The plain SDPA case this path reproduces exactly: diffusers' AttnProcessor2_0 on the CPU,
+        3-d input, no norms/mask/residual, default scale, no autograd."""
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        return (type(self.inner) is AttnProcessor2_0 and hidden_states.device.type == "cpu" and hidden_states.ndim == 3
+                and not torch.is_grad_enabled() and not attn.training and attn.spatial_norm is None
+                and attn.group_norm is None and not attn.norm_cross and getattr(attn, "norm_q", None) is None
+                and getattr(attn, "norm_k", None) is None and not attn.residual_connection
+                and attn.rescale_output_factor == 1.0)
+
+    def _one_pass(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor) -> torch.Tensor | None:
+        """Output of AttnProcessor2_0 computed by the CPU flash-attention kernel that
+        ``F.scaled_dot_product_attention`` dispatches to, which also returns each query's
+        log-sum-exp over the keys. The kept rows' probabilities of the first ``max_tokens`` keys
+        are then ``exp(q k^T * scale - logsumexp)``: the normaliser comes free with the output, so
+        neither ``to_q`` nor the full (positions x 77) softmax is computed a second time.
+
+        The first call per input shape also runs the inner processor and compares the outputs
+        bit for bit; if they differ (another torch build or kernel), this path is switched off
+        for that shape and None is returned (the caller then takes the two-pass path).
+        """
+        batch, positions, _ = hidden_states.shape
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(context)
+        value = attn.to_v(context)
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+        if abs(attn.scale - head_dim ** -0.5) > 1e-12 * attn.scale:
+            return None  # SDPA uses the default scale; a custom one would not match the normaliser
+        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+        attended, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, False)
+        output = attended.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
+        output = attn.to_out[1](attn.to_out[0](output))
+        output = output / attn.rescale_output_factor
+        shape_key = (tuple(hidden_states.shape), tuple(context.shape), hidden_states.dtype)
+        checked = self._one_pass_checked.get(shape_key)
+        if checked is None:
+            expected = self.inner(attn, hidden_states, context)
+            checked = self._one_pass_checked[shape_key] = bool(torch.equal(expected, output))
+            if not checked:
+                return None
+        elif not checked:
+            return None
+        self._capture(attn, hidden_states, context, None, None, computed=(query, key, logsumexp))
+        return output
+
     def _capture(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
-                 attention_mask: torch.Tensor | None, temb: torch.Tensor | None) -> None:
+                 attention_mask: torch.Tensor | None, temb: torch.Tensor | None,
+                 computed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Add the kept rows' probabilities of this call to the tracer; ``computed``: (query, key,
+        log-sum-exp) of every row from :meth:`_one_pass`, else they are computed here."""
         batch = hidden_states.shape[0]
         rows = self.tracer.rows(batch)
+        if computed is not None:
+            query, key, logsumexp = computed
+            kept = key.shape[2] if self.tracer.max_tokens is None else min(self.tracer.max_tokens, key.shape[2])
+            scores = torch.matmul(query[rows].float(), key[rows, :, :kept].float().transpose(-1, -2).mul(attn.scale))
+            probabilities = scores.sub_(logsumexp[rows].float().unsqueeze(-1)).exp_()  # (rows, heads, positions, kept)
+            self.tracer.add(self.name, probabilities, None)
+            return
         x = hidden_states[rows]
         context = context[rows]
         spatial = None

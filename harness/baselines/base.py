@@ -4,16 +4,23 @@ A baseline reads a finished sample (the image a method generated, or a given ima
 predicts the same arrays the method produces (e.g. ``heatmap:<word>`` maps or ``labels``), so
 the same metrics score both. Predictions are cached like samples; rows name the baseline in
 the ``method`` column.
+
+A baseline that cannot run (its package or weights are missing) raises a HarnessError when it
+is built, before generation, and the run stops with that message. With ``optional: true`` in
+its config entry it is replaced by a :class:`SkippedBaseline` instead: its rows (one per metric)
+have an empty value and the reason in ``skipped_reason``.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any, ClassVar
 
+import pandas as pd
+
 from harness.data.prompts import PromptRecord
-from harness.errors import BaselineUnavailableError, ConfigError
+from harness.errors import ConfigError, HarnessError
+from harness.metrics.base import ENTRY_COLUMN, check_options, skipped_result, split_options
 from harness.registry import BASELINES
 from harness.store.samples import Sample
 
@@ -25,6 +32,8 @@ class Baseline:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    #: why this baseline did not run (set on :class:`SkippedBaseline` only)
+    skipped_reason: str | None = None
 
     def __init__(self, model: Any = None, **options: Any) -> None:
         self.model = model
@@ -38,21 +47,48 @@ class Baseline:
         raise NotImplementedError
 
 
+class SkippedBaseline(Baseline):
+    """Stands in for an optional baseline that cannot run; it predicts nothing."""
+
+    def __init__(self, name: str, reason: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(None, **(options or {}))
+        self.name = name  # type: ignore[misc]  (an instance attribute shadows the ClassVar)
+        self.skipped_reason = reason
+
+    def predict(self, record: PromptRecord, sample: Sample) -> Sample:
+        raise HarnessError(f"baseline {self.name} was skipped ({self.skipped_reason}); it has no predictions.")
+
+    def skipped_rows(self, metrics: list, identity: dict[str, Any], hparams: dict[str, Any],
+                     provenance: dict[str, Any]) -> pd.DataFrame:
+        """One aggregate row per metric: value NaN, ``skipped_reason`` the reason."""
+        from harness.store.rows import build_rows
+
+        reason = f"baseline {self.name} skipped: {self.skipped_reason}"
+        results = [skipped_result(metric.name, reason, metric.kind) for metric in metrics]
+        for metric, result in zip(metrics, results, strict=True):
+            result.extra[ENTRY_COLUMN] = getattr(metric, "entry", "") or metric.name
+        return build_rows({**identity, "method": self.name}, hparams, provenance, results, [])
+
+
 def build_baselines(baseline_cfg: dict[str, Any] | None, model: Any) -> list[Baseline]:
-    """Instantiate ``baseline:`` entries (name -> options or null), checking their options."""
-    baselines = []
-    for name, options in (baseline_cfg or {}).items():
+    """Instantiate ``baseline:`` entries (name -> options or null), checking their options.
+
+    A baseline that cannot run raises its HarnessError here, unless its entry has
+    ``optional: true``; then a :class:`SkippedBaseline` takes its place (logged, and visible in
+    the rows through :meth:`SkippedBaseline.skipped_rows`).
+    """
+    baselines: list[Baseline] = []
+    for name, entry in (baseline_cfg or {}).items():
         baseline_class = BASELINES.get(name)
-        options = dict(options or {})
-        try:
-            inspect.signature(baseline_class).bind(model, **options)
-        except TypeError:
-            accepted = [p for p in inspect.signature(baseline_class).parameters
-                        if p not in ("self", "model", "args", "kwargs", "options")]
-            raise ConfigError(f"baseline.{name} got options {sorted(options)}; it accepts {accepted or 'none'}.") from None
+        options, optional = split_options("baseline", name, entry)
+        check_options("baseline", name, baseline_class, options, model)
         try:
             baselines.append(baseline_class(model, **options))
-        except BaselineUnavailableError as error:
-            # Optional baselines (e.g. detectron2's) are left out, not fatal: the rest still runs.
-            log.warning("baseline %s skipped: %s", name, error)
+        except ConfigError:
+            raise  # a wrong option is a mistake to fix, optional or not
+        except HarnessError as error:
+            if not optional:
+                raise
+            log.warning("baseline %s skipped (optional): %s", name, error)
+            baselines.append(SkippedBaseline(name, str(error), options))
     return baselines

@@ -5,7 +5,11 @@
   resolution and k-means'd per pixel. It isolates what the modulated-denoising step adds.
 - ``kmeans_colours``: k-means on the image's RGB pixel colours (no model at all).
 
-Both use K = the sample's ``clusters`` unless ``clusters`` is given, and a fixed seed.
+Both use K = the sample's ``clusters`` unless ``clusters`` is given, and a fixed seed. K is lowered
+only where ``cap_at_distinct`` says so (the default of ``kmeans_colours``: flat-colour images have
+fewer colours than K), to the number of distinct points; each prediction's ``meta`` holds the K
+used (``clusters``) and the K asked for (``clusters_asked``). Without it, too few distinct points
+is a DataError naming the record (``harness.clustering``).
 """
 
 from __future__ import annotations
@@ -15,31 +19,24 @@ from typing import Any
 import numpy as np
 
 from harness.baselines.base import Baseline
+from harness.clustering import distinct_count, kmeans_labels
 from harness.data.prompts import PromptRecord
 from harness.errors import DataError
 from harness.store.samples import Sample
 
 
-def _kmeans(points: np.ndarray, clusters: int, seed: int, restarts: int, fit_points: int | None) -> np.ndarray:
-    """Labels of ``points`` (N x D); fitted on a seeded subsample of ``fit_points`` when N is larger."""
-    from sklearn.cluster import KMeans
-
-    # Fewer distinct points than clusters (flat-colour images) would leave empty clusters.
-    clusters = min(clusters, len(np.unique(points, axis=0)))
-    fit = points
-    if fit_points is not None and len(points) > fit_points:
-        rng = np.random.default_rng(seed)
-        fit = points[rng.choice(len(points), size=fit_points, replace=False)]
-    model = KMeans(n_clusters=clusters, n_init=restarts, random_state=seed).fit(fit.astype(np.float64))
-    return model.predict(points.astype(np.float64)).astype(np.int32)
-
-
 class _KMeansBaseline(Baseline):
-    version = "1"
+    version = "2"  # 2: the prediction's meta["clusters"] is the K used (was: the K asked for)
+    #: default of ``cap_at_distinct``
+    CAP_AT_DISTINCT = False
 
     def __init__(self, model: Any = None, clusters: int | None = None, seed: int = 0, restarts: int = 10,
-                 fit_points: int | None = 20000) -> None:
-        super().__init__(model, clusters=clusters, seed=seed, restarts=restarts, fit_points=fit_points)
+                 fit_points: int | None = 20000, cap_at_distinct: bool | None = None) -> None:
+        cap = self.CAP_AT_DISTINCT if cap_at_distinct is None else bool(cap_at_distinct)
+        super().__init__(model, clusters=clusters, seed=seed, restarts=restarts, fit_points=fit_points,
+                         cap_at_distinct=cap)
+        #: K = min(K, distinct points) per image (recorded in each prediction's meta); else a DataError
+        self.cap_at_distinct = cap
         self.clusters = clusters
         self.seed = seed
         self.restarts = restarts
@@ -50,6 +47,14 @@ class _KMeansBaseline(Baseline):
         if not count:
             raise DataError(f"baseline {self.name}: the sample does not say its number of clusters; set baseline.{self.name}.clusters.")
         return int(count)
+
+    def _labels(self, points: np.ndarray, sample: Sample, record: PromptRecord) -> tuple[np.ndarray, dict[str, int]]:
+        """(labels, meta): meta["clusters"] is the K used, meta["clusters_asked"] the K asked for."""
+        asked = self._count(sample)
+        used = min(asked, distinct_count(points)) if self.cap_at_distinct else asked
+        labels = kmeans_labels(points, used, self.seed, self.restarts, self.fit_points,
+                               what=f"baseline {self.name} on record {getattr(record, 'id', '?')!r}")
+        return labels.astype(np.int32), {"clusters": used, "clusters_asked": asked}
 
     def _image_shape(self, sample: Sample) -> tuple[int, int]:
         if "labels" in sample.arrays:
@@ -78,20 +83,25 @@ class NaiveUpsampling(_KMeansBaseline):
         upsampled = F.interpolate(features.T.reshape(1, channels, *grid), size=(height, width), mode="bilinear",
                                   align_corners=False)[0]
         points = upsampled.reshape(channels, -1).T.numpy()
-        labels = _kmeans(points, self._count(sample), self.seed, self.restarts, self.fit_points).reshape(height, width)
-        return Sample(image=None, arrays={"labels": labels, "lowres_clusters": sample.arrays["lowres_clusters"]},
-                      meta={"clusters": self._count(sample)})
+        labels, meta = self._labels(points, sample, record)
+        return Sample(image=None, arrays={"labels": labels.reshape(height, width),
+                                          "lowres_clusters": sample.arrays["lowres_clusters"]}, meta=meta)
 
 
 class KMeansColours(_KMeansBaseline):
-    """k-means on RGB pixel colours of the segmented image."""
+    """k-means on RGB pixel colours of the segmented image.
+
+    A flat-colour image has fewer distinct colours than K: by default (``cap_at_distinct``) K is
+    then the number of colours, and the prediction's ``meta["clusters"]`` says so.
+    """
 
     name = "kmeans_colours"
+    CAP_AT_DISTINCT = True
 
     def predict(self, record: PromptRecord, sample: Sample) -> Sample:
         if sample.image is None:
             raise DataError(f"baseline {self.name}: the sample of record {record.id!r} has no image.")
         height, width = sample.image.shape[:2]
         points = sample.image.reshape(-1, 3).astype(np.float64)
-        labels = _kmeans(points, self._count(sample), self.seed, self.restarts, self.fit_points).reshape(height, width)
-        return Sample(image=None, arrays={"labels": labels}, meta={"clusters": self._count(sample)})
+        labels, meta = self._labels(points, sample, record)
+        return Sample(image=None, arrays={"labels": labels.reshape(height, width)}, meta=meta)

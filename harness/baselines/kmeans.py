@@ -39,9 +39,11 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from harness.baselines.segmentation import WordMapBaseline, image_of, words_of
+from harness.clustering import fit_kmeans, kmeans_labels
 from harness.data.ground_truth import lookup, noun_lemmas, resolve_ground_truth
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
+from harness.metrics.overlap import confusion_matrix, iou
 from harness.store.samples import Sample
 
 
@@ -54,11 +56,9 @@ def pixel_features(image: np.ndarray, position_weight: float) -> np.ndarray:
     return np.concatenate([rgb, position], axis=1)
 
 
-def kmeans_labels(image: np.ndarray, clusters: int, position_weight: float, max_side: int, seed: int,
-                  n_init: int = 4) -> np.ndarray:
+def image_kmeans_labels(image: np.ndarray, clusters: int, position_weight: float, max_side: int, seed: int,
+                        n_init: int = 4, what: str = "k-means") -> np.ndarray:
     """The (H, W) cluster label map of ``image`` (clustered at most ``max_side`` pixels a side)."""
-    from sklearn.cluster import KMeans
-
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
     small = image
@@ -66,9 +66,7 @@ def kmeans_labels(image: np.ndarray, clusters: int, position_weight: float, max_
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     features = pixel_features(small, position_weight)
-    distinct = len(np.unique(features, axis=0))
-    model = KMeans(n_clusters=min(clusters, distinct), n_init=n_init, random_state=seed)
-    labels = model.fit_predict(features).reshape(small.shape[:2]).astype(np.int32)
+    labels = kmeans_labels(features, clusters, seed, n_init, what=what).reshape(small.shape[:2]).astype(np.int32)
     if labels.shape != (height, width):
         labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
     return labels
@@ -85,13 +83,9 @@ def hungarian_assign(labels: np.ndarray, truths: list[np.ndarray]) -> list[int |
     cluster_ids = np.unique(labels)
     if not truths:
         return []
-    iou = np.zeros((len(truths), len(cluster_ids)))
-    for i, truth in enumerate(truths):
-        for j, cluster in enumerate(cluster_ids):
-            region = labels == cluster
-            union = np.logical_or(region, truth).sum()
-            iou[i, j] = np.logical_and(region, truth).sum() / union if union else 0.0
-    rows, columns = linear_sum_assignment(iou, maximize=True)
+    regions = labels[None] == cluster_ids[:, None, None]  # every present cluster: a non-empty region
+    scores = np.stack([iou(regions, truth) for truth in truths])  # (truths, clusters)
+    rows, columns = linear_sum_assignment(scores, maximize=True)
     assigned: list[int | None] = [None] * len(truths)
     for row, column in zip(rows, columns, strict=True):
         assigned[row] = int(cluster_ids[column])
@@ -119,8 +113,9 @@ class KMeansOracleHungarian(WordMapBaseline):
     def predict(self, record: PromptRecord, sample: Sample) -> Sample:
         image = image_of(record, sample)
         words = words_of(record, sample)
-        labels = kmeans_labels(image, self.settings["clusters"], self.settings["position_weight"],
-                               self.settings["max_side"], self.settings["seed"], self.settings["n_init"])
+        labels = image_kmeans_labels(image, self.settings["clusters"], self.settings["position_weight"],
+                                     self.settings["max_side"], self.settings["seed"], self.settings["n_init"],
+                                     what=f"baseline {self.name} on record {record.id!r}")
         truth = self.ground_truth.masks(record, sample)
         lemmas = noun_lemmas(record)
         present = []
@@ -176,8 +171,6 @@ class KMeansDatasetHungarian(WordMapBaseline):
         (the runner passes a lazy view of the store), and nothing per image is kept: memory is
         the pooled pixels and the confusion counts, not the samples.
         """
-        from sklearn.cluster import KMeans
-
         rng = np.random.default_rng(self.settings["seed"])
         pool = []
         for record in records:  # pass 1: a fixed number of pixels of every image
@@ -185,13 +178,13 @@ class KMeansDatasetHungarian(WordMapBaseline):
             take = min(len(points), self.settings["pixels_per_image"])
             pool.append(points[rng.choice(len(points), take, replace=False)])
         pool = np.concatenate(pool)
-        clusters = min(self.settings["clusters"], len(np.unique(pool, axis=0)))
-        model = KMeans(n_clusters=clusters, n_init=self.settings["n_init"], random_state=self.settings["seed"])
-        model.fit(pool)
+        clusters = self.settings["clusters"]
+        model = fit_kmeans(pool, clusters, self.settings["seed"], self.settings["n_init"],
+                           what=f"baseline {self.name} (pixels pooled over the run)")
         self.kmeans = model
         self.fitted = set()
         classes: list[str] = [self.REST]
-        counts: dict[tuple[int, int], int] = {}
+        confusion = np.zeros((clusters, len(classes)), np.int64)  # rows: cluster ids, columns: classes
         for record in records:  # pass 2: cluster ids against classes, counted
             sample = samples[record.id]
             labels = self._labels(image_of(record, sample))
@@ -205,13 +198,10 @@ class KMeansDatasetHungarian(WordMapBaseline):
                     if lemma not in classes:
                         classes.append(lemma)
                     target[resize_mask(mask, labels.shape)] = classes.index(lemma)
-            pairs, numbers = np.unique(np.stack([labels.ravel(), target.ravel()]), axis=1, return_counts=True)
-            for (label, cls), number in zip(pairs.T.tolist(), numbers.tolist(), strict=True):
-                counts[(label, cls)] = counts.get((label, cls), 0) + number
+            # the class list grows as nouns appear: widen the summed counts to it, then add this image's
+            confusion = np.pad(confusion, ((0, 0), (0, len(classes) - confusion.shape[1])))
+            confusion += confusion_matrix(labels, target, clusters, len(classes))
             self.fitted.add(record.id)
-        confusion = np.zeros((clusters, len(classes)))
-        for (label, cls), number in counts.items():
-            confusion[label, cls] += number
         rows, cols = linear_sum_assignment(confusion, maximize=True)
         self.assignment = {classes[c]: int(r) for r, c in zip(rows, cols, strict=True)}
 

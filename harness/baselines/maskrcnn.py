@@ -104,14 +104,14 @@ class MaskRCNN(WordMapBaseline):
         self.categories = coco_category_names()
 
     def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """labels, scores and (N, H, W) soft masks for one uint8 RGB image."""
+        """labels, scores, (N, 4) xyxy boxes and (N, H, W) soft masks for one uint8 RGB image."""
         import torch
 
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(self.device)
         with torch.inference_mode():
             output = self.network([tensor])[0]
         return {"labels": output["labels"].cpu().numpy(), "scores": output["scores"].cpu().numpy(),
-                "masks": output["masks"][:, 0].cpu().numpy()}
+                "masks": output["masks"][:, 0].cpu().numpy(), "boxes": output["boxes"].cpu().numpy()}
 
     def predict(self, record: PromptRecord, sample: Sample) -> Sample:
         image = image_of(record, sample)

@@ -9,6 +9,13 @@ Adds to the report:
 - ``daam_peak_memory_ratio``: peak memory allocated by torch during a traced vs a plain
   generation, from the torch profiler's allocation events (CPU; the model's weights, allocated
   before, are not counted, so this is the ratio of the working memory of one generation).
+- ``daam_overhead_sd15_shape`` (target <= 1.10): the same ratio at the real attention sizes: a
+  full-size SD 1.5 UNet and text encoder with random weights
+  (:func:`harness.models.standins.build_standin` with ``full_size=True``), 512x512 (64x64
+  latents, 4096-position cross-attention maps), CFG batch of one image, ``SD15_STEPS`` steps,
+  ``SD15_REPEATS`` A/B pairs in ABBA order after a one-step warm-up of each. The VAE decode,
+  the same in both, is left out (``output_type="latent"``), which makes the ratio larger, not
+  smaller; the traced time includes finishing the maps (token maps and word maps).
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ SIZE = 64
 REPEATS = 9
 #: separate processes measured; the report keeps the median one (see :func:`run`)
 PROCESSES = 3
+#: the full-size SD 1.5 measurement (slow on a CPU: one UNet call of the CFG batch takes seconds)
+SD15_STEPS = 1
+SD15_REPEATS = 2
+SD15_SIZE = 512
 
 
 def _generate(pipeline: Any, traced: bool) -> None:
@@ -96,6 +107,47 @@ def _measure(pipeline: Any, repeats: int) -> dict[str, float]:
     }
 
 
+def _generate_latents(pipeline: Any, traced: bool, steps: int, size: int) -> None:
+    from harness.attention import AttentionTracer
+    from harness.methods.daam import prompt_token_span, word_heat_maps
+
+    kwargs = {"prompt": [PROMPT], "num_inference_steps": steps, "guidance_scale": 7.5, "height": size, "width": size,
+              "generator": [torch.Generator("cpu").manual_seed(0)], "output_type": "latent"}
+    if not traced:
+        pipeline(**kwargs)
+        return
+    # as generate_with_maps does, with the decode left out in both variants
+    with AttentionTracer(pipeline, max_tokens=prompt_token_span(pipeline.tokenizer, [PROMPT])) as tracer:
+        pipeline(**kwargs)
+    word_heat_maps(tracer.token_maps()[0], pipeline.tokenizer, PROMPT, ["cat", "tree"])
+
+
+def measure_sd15_shape(steps: int = SD15_STEPS, repeats: int = SD15_REPEATS, size: int = SD15_SIZE,
+                       threads: int = 1) -> dict[str, float]:
+    """``daam_overhead_sd15_shape`` and its plain/traced seconds (see module docstring)."""
+    from harness.models.standins import build_standin
+
+    pipeline = build_standin("sd15", full_size=True)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    with torch_threads(threads), torch.no_grad():
+        _generate_latents(pipeline, False, 1, size)  # warm-up
+        _generate_latents(pipeline, True, 1, size)
+        for index in range(2 * repeats):
+            traced = bool(index % 2) ^ bool((index // 2) % 2)  # ABBA
+            started, started_cpu = time.perf_counter(), time.process_time()
+            _generate_latents(pipeline, traced, steps, size)
+            times[traced].append(time.perf_counter() - started)
+            cpu[traced].append(time.process_time() - started_cpu)
+    return {
+        "daam_overhead_sd15_shape": statistics.median(times[True]) / statistics.median(times[False]),
+        "daam_overhead_sd15_shape_cpu_time": statistics.median(cpu[True]) / statistics.median(cpu[False]),
+        "daam_sd15_shape_plain_seconds": statistics.median(times[False]),
+        "daam_sd15_shape_traced_seconds": statistics.median(times[True]),
+        "daam_sd15_shape_steps": steps,
+    }
+
+
 def _measure_in_fresh_process() -> dict[str, float]:
     """:func:`measure` in a new Python process (its figures as JSON on the last stdout line)."""
     code = "import json; from harness.bench.daam import measure; print(json.dumps(measure()))"
@@ -115,6 +167,7 @@ def run(report: dict[str, Any]) -> None:
     runs.sort(key=lambda figures: figures["daam_overhead"])
     report.update(runs[len(runs) // 2])
     report["daam_overhead_runs"] = [round(figures["daam_overhead"], 4) for figures in runs]
+    report.update(measure_sd15_shape())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,15 @@ consecutive ``callback_on_step_end`` calls (UNet + scheduler; text encoding and 
 left out). The paper's cost argument predicts about 1.5 (three UNet branches instead of two);
 a tiny model on a CPU has fixed per-call overheads that pull it towards 1.
 
+``pag_step_ratio_sd15_shape`` (target <= 1.55): the same ratio at the real sizes: a full-size
+SD 1.5 UNet and text encoder with random weights (:func:`harness.models.standins.build_standin`,
+``full_size=True``), 512x512 (64x64 latents), batch of one image, PAG on the mid block,
+``SD15_STEPS`` steps per call (only the gaps after the first step are timed, so each call's
+first step is its warm-up), ``SD15_REPEATS`` alternating pairs, timed in process CPU time (one
+torch thread): a step of this size takes minutes on a shared CPU, where wall time would mostly
+measure the other jobs. There the UNet dominates a step, so the ratio approaches the branch
+count's 1.5.
+
 ``fid_images_per_second``: images per second through the FID path of ``metric=fid`` with the
 offline TorchScript Inception on the CPU (resize to 299, features, float64 statistics update),
 batches of 8 images of 64x64, after one warm-up batch.
@@ -25,16 +34,20 @@ STEPS = 5
 SIZE = 64
 FID_BATCH = 8
 FID_BATCHES = 2
+SD15_STEPS = 2
+SD15_REPEATS = 2
+SD15_SIZE = 512
 
 
-def _step_seconds(pipeline, **kwargs) -> float:
+def _step_seconds(pipeline, steps: int = STEPS, size: int = SIZE, cpu: bool = False, **kwargs) -> float:
     stamps: list[float] = []
+    clock = time.process_time if cpu else time.perf_counter
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
-        stamps.append(time.perf_counter())
+        stamps.append(clock())
         return callback_kwargs
 
-    pipeline(prompt=["a red cat"], num_inference_steps=STEPS, guidance_scale=3.0, height=SIZE, width=SIZE,
+    pipeline(prompt=["a red cat"], num_inference_steps=steps, guidance_scale=3.0, height=size, width=size,
              generator=[torch.Generator().manual_seed(0)], output_type="latent", callback_on_step_end=on_step_end,
              **kwargs)
     return statistics.median(np.diff(stamps))
@@ -56,8 +69,29 @@ def pag_step_ratio() -> dict[str, float]:
             cfg_times.append(_step_seconds(cfg_pipeline))
             pag_times.append(_step_seconds(pag_pipeline, pag_scale=3.0))
     cfg_step, pag_step = statistics.median(cfg_times), statistics.median(pag_times)
-    return {"pag_step_ratio": pag_step / cfg_step, "pag_cfg_step_seconds_tiny64": cfg_step,
+    return {"pag_step_ratio": float(pag_step / cfg_step), "pag_cfg_step_seconds_tiny64": cfg_step,
             "pag_cfg_pag_step_seconds_tiny64": pag_step}
+
+
+def pag_step_ratio_sd15_shape(steps: int = SD15_STEPS, repeats: int = SD15_REPEATS, size: int = SD15_SIZE,
+                              threads: int = 1) -> dict[str, float]:
+    """CFG+PAG / CFG seconds per step on a full-size SD 1.5 UNet at 512x512 (see module docstring)."""
+    from diffusers import AutoPipelineForText2Image
+
+    from harness.bench import torch_threads
+    from harness.models.standins import build_standin
+
+    cfg_pipeline = build_standin("sd15", full_size=True)
+    pag_pipeline = AutoPipelineForText2Image.from_pipe(cfg_pipeline, enable_pag=True, pag_applied_layers=["mid"])
+    pag_pipeline.set_progress_bar_config(disable=True)
+    cfg_times, pag_times = [], []
+    with torch_threads(threads), torch.no_grad():
+        for _ in range(repeats):  # alternating A/B; CPU time of this one-thread process
+            cfg_times.append(_step_seconds(cfg_pipeline, steps, size, cpu=True))
+            pag_times.append(_step_seconds(pag_pipeline, steps, size, cpu=True, pag_scale=3.0))
+    cfg_step, pag_step = statistics.median(cfg_times), statistics.median(pag_times)
+    return {"pag_step_ratio_sd15_shape": float(pag_step / cfg_step), "pag_cfg_step_cpu_seconds_sd15_shape": cfg_step,
+            "pag_cfg_pag_step_cpu_seconds_sd15_shape": pag_step}
 
 
 def fid_images_per_second() -> float:
@@ -79,4 +113,5 @@ def fid_images_per_second() -> float:
 
 def run(report: dict) -> None:
     report.update(pag_step_ratio())
+    report.update(pag_step_ratio_sd15_shape())
     report["fid_images_per_second"] = fid_images_per_second()

@@ -204,6 +204,7 @@ class DAAM(Method):
     def __init__(self, method_cfg: Any, model: Any, generation: Any) -> None:
         super().__init__(method_cfg, model, generation)
         validate_config(method_cfg)
+        getattr(model, "check_daam", lambda: None)()  # models without a DAAM path refuse here (unCLIP)
         self._pag = None
 
     def extra_spec(self, record: PromptRecord) -> dict[str, Any]:

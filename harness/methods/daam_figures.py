@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.metrics.overlap import iou
+
 DEFAULT_THRESHOLD = 0.4
 HEATMAP_PREFIX = "heatmap:"
 
@@ -44,9 +46,7 @@ def sweep_iou(heat_map: np.ndarray, truth: np.ndarray, thresholds: Sequence[floa
     masks = threshold_sweep(heat_map, thresholds)
     if masks.shape[1:] != truth.shape:
         raise ValueError(f"heat map {masks.shape[1:]} and ground truth {truth.shape} differ in size; resize first")
-    intersection = (masks & truth).sum(axis=(1, 2))
-    union = (masks | truth).sum(axis=(1, 2))
-    return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+    return iou(masks, truth)
 
 
 def upsample(heat_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:

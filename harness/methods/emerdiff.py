@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 
 from harness.attention.explicit import finish, merge_heads, project
 from harness.attention.swap import attention_modules, layer_name, swap_processors
+from harness.clustering import kmeans_labels
 from harness.data.image_sets import load_record_image
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
@@ -298,7 +300,9 @@ class EmerDiff(Method):
                                              opts.low_resolution_divisor, "modulation_layer", notes)
             features = state.queries[feature_layer]
             feature_grid = layer_grid(features.shape[0], latent_hw)
-            clusters = kmeans_clusters(features.numpy(), opts.clusters, seed, opts.kmeans_restarts, feature_layer)
+            check_cluster_count(opts.clusters, features.shape[0], feature_layer)
+            clusters = kmeans_labels(features.numpy(), opts.clusters, seed, opts.kmeans_restarts,
+                                     what=f"emerdiff k-means of {feature_layer}")
             modulation_grid = layer_grid(state.seq_lengths[modulation_layer], latent_hw)
             masks = lowres_masks(clusters.reshape(feature_grid), opts.clusters, modulation_grid)
             state.phase = "modulate"
@@ -387,16 +391,11 @@ def _as_config(method_cfg: Any) -> EmerDiffConfig:
     return EmerDiffConfig(**values)
 
 
-def kmeans_clusters(features: np.ndarray, clusters: int, seed: int, restarts: int = 10, layer: str = "") -> np.ndarray:
-    """k-means (scikit-learn) of (positions x D) features into ``clusters`` labels, seeded."""
-    from sklearn.cluster import KMeans
-
-    positions = features.shape[0]
+def check_cluster_count(clusters: int, positions: int, layer: str = "") -> None:
+    """A ConfigError when K exceeds the low-resolution positions of the feature layer."""
     if clusters > positions:
         raise ConfigError(f"method.clusters={clusters} is larger than the {positions} low-resolution positions of "
                           f"{layer or 'the feature layer'}; use at most {positions} clusters.")
-    model = KMeans(n_clusters=clusters, n_init=restarts, random_state=int(seed) % (2**32))
-    return model.fit_predict(features.astype(np.float64)).astype(np.int64)
 
 
 def lowres_masks(clusters: np.ndarray, count: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -448,7 +447,7 @@ def save_emerdiff_figures(run_dir: str | Path, records: list[PromptRecord], samp
 
     folder = Path(run_dir) / "figures" / "emerdiff"
     folder.mkdir(parents=True, exist_ok=True)
-    by_id = samples if isinstance(samples, dict) else {r.id: s for r, s in zip(records, samples, strict=True)}
+    by_id = samples if isinstance(samples, Mapping) else {r.id: s for r, s in zip(records, samples, strict=True)}
     paths = []
     for record in records:
         sample = by_id.get(record.id)

@@ -2,13 +2,12 @@
 
 The CLIP model and processor load from ``model_path`` (a ``save_pretrained`` folder) or from the
 local Hugging Face cache (``model_id``, ``local_files_only=True``); nothing is downloaded. When
-neither is there the metric is skipped with a logged note and writes no row (``required=true``
-makes that an error instead). The prompt scored is the one the image was generated from.
+neither is there the run stops before generating with a message naming where it looked;
+``metric.clip_score.optional=true`` turns that into a row with an empty value and the reason. The prompt scored is the one the image was generated from.
 """
 
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from harness.metrics.features import images_to_tensor
 from harness.metrics.stats import mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
-
-log = logging.getLogger(__name__)
 
 
 def load_clip(model_path: str | None, model_id: str) -> tuple[Any, Any]:
@@ -46,7 +43,7 @@ def load_clip(model_path: str | None, model_id: str) -> tuple[Any, Any]:
     raise MissingWeightsError(
         f"CLIP weights for clip_score were not found. Looked in: {'; '.join(tried)} (local files only). Provide "
         f"them with metric.clip_score.model_path=<folder written by CLIPModel/CLIPProcessor.save_pretrained>, or "
-        f"copy the Hugging Face cache of {model_id} here."
+        f"copy the Hugging Face cache of {model_id} here (or mark the metric optional: metric.clip_score.optional=true)."
     )
 
 
@@ -80,35 +77,29 @@ class CLIPScore(Metric):
     name = "clip_score"
 
     def __init__(self, model_path: str | None = None, model_id: str = "openai/clip-vit-large-patch14",
-                 required: bool = False, batch_size: int = 16) -> None:
+                 batch_size: int = 16) -> None:
         self.model_path = model_path
         self.model_id = model_id
-        self.required = bool(required)
         self.batch_size = int(batch_size)
-        self.skip_note: str | None = None
 
     @cached_property
-    def metric(self) -> Any | None:
-        """torchmetrics' CLIPScore on the local CLIP, loaded once; None (with a note) when absent."""
+    def metric(self) -> Any:
+        """torchmetrics' CLIPScore on the local CLIP, loaded once; MissingWeightsError when absent."""
         from torchmetrics.multimodal.clip_score import CLIPScore as TorchmetricsCLIPScore
 
-        try:
-            model, processor = load_clip(self.model_path, self.model_id)
-        except MissingWeightsError as error:
-            if self.required:
-                raise
-            self.skip_note = f"clip_score skipped: {error}"
-            log.warning("%s", self.skip_note)
-            return None
+        model, processor = load_clip(self.model_path, self.model_id)
         wrapped = _ProjectedFeatures(model)
         return TorchmetricsCLIPScore(model_name_or_path=lambda: (wrapped, processor))
+
+    def check_available(self) -> None:
+        self.metric  # noqa: B018  (loads CLIP, or raises MissingWeightsError naming where it looked)
 
     def reset(self) -> None:
         self.values: list[float] = []
 
     @torch.no_grad()
     def process(self, record: PromptRecord, sample: Sample) -> dict[str, float] | None:
-        if sample.image is None or self.metric is None:
+        if sample.image is None:
             return None
         prompt = sample.meta.get("prompt_used", record.prompt)
         self.metric.reset()
@@ -119,7 +110,7 @@ class CLIPScore(Metric):
 
     def compute(self) -> list[MetricResult]:
         if not self.values:
-            return []
+            return self.nothing_to_score("no sample had an image")
         mean, low, high = mean_ci(self.values)
         source = self.model_path or self.model_id
         return [MetricResult(self.name, mean, len(self.values), low, high,

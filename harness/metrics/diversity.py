@@ -69,9 +69,8 @@ class Diversity(Metric):
                   for feats in self.by_prompt.values() if len(feats) >= 2]
         single = sum(1 for feats in self.by_prompt.values() if len(feats) < 2)
         if not values:
-            log.warning("diversity: no prompt has two or more samples (%d prompt(s) with one); no row written. "
-                        "Repeat prompts with different seeds to measure diversity.", single)
-            return []
+            return self.nothing_to_score(f"no prompt has two or more samples ({single} prompt(s) with one); "
+                                         "repeat prompts with different seeds to measure diversity")
         mean, low, high = mean_ci(values)
         definition = (f"mean over {len(values)} prompts (with >= 2 samples; {single} single-sample prompts left out) of "
                       f"the mean pairwise {self.distance} distance of {self.extractor.identity()} features; 95% t-CI")

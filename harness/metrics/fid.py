@@ -316,8 +316,7 @@ class FID(Metric):
         self._flush()
         fake = np.concatenate(self.fake_features) if self.fake_features else np.zeros((0, 1))
         if len(fake) < 2:
-            log.warning("fid: %d generated image(s); FID needs at least 2 (no row written).", len(fake))
-            return []
+            return self.nothing_to_score(f"{len(fake)} generated image(s); FID needs at least 2")
         extractor = self.extractor
         stats = reference_statistics(self.real, extractor, self.stats_cache, self.batch_size)
         metric = fid_metric(extractor.num_features)

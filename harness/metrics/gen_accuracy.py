@@ -3,13 +3,13 @@
 The judge is the toy world's evaluator (``harness.toy.evaluator``, through
 :class:`harness.metrics.features.ToyEvaluatorAdapter`; or any module whose
 ``load_evaluator(device=...)`` returns an object with ``judge(image, record) -> float``). When
-the module or its weights are missing, the metric is skipped with a logged note and writes no
-row, so experiments that list it still run.
+the module or its weights are missing the run stops before generating, with a message naming
+what is missing; ``metric.gen_accuracy.optional=true`` turns that into a row with an empty value
+and the reason (``skipped_reason``).
 """
 
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 from typing import Any
 
@@ -20,8 +20,6 @@ from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, load_evaluator
 from harness.metrics.stats import PROPORTION_CI_NAMES, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
-
-log = logging.getLogger(__name__)
 
 
 class GenAccuracy(Metric):
@@ -41,36 +39,38 @@ class GenAccuracy(Metric):
         self.evaluator_module = evaluator_module
         self.weights = weights
         self.device = device
-        self.skip_note: str | None = None
         if evaluator is not None:  # given directly: the cached property is already answered
             self.__dict__["evaluator"] = evaluator
 
     @cached_property
-    def evaluator(self) -> Any | None:
-        """The judge, loaded once; None (with a note) when its module or weights are absent."""
-        try:
-            evaluator = load_evaluator(self.evaluator_module, self.device, self.weights)
-            reason = f"the module {self.evaluator_module} does not exist"
-        except MissingWeightsError as error:
-            evaluator, reason = None, str(error)
+    def evaluator(self) -> Any:
+        """The judge, loaded once; a HarnessError saying what is missing when it cannot be loaded."""
+        evaluator = load_evaluator(self.evaluator_module, self.device, self.weights)  # MissingWeightsError
         if evaluator is None:
-            self.skip_note = f"gen_accuracy skipped: no evaluator ({reason})."
-            log.warning("%s", self.skip_note)
+            raise MissingWeightsError(f"gen_accuracy cannot run: the evaluator module {self.evaluator_module!r} does not "
+                              "exist. Set metric.gen_accuracy.evaluator_module=<module with load_evaluator(device=...)>, "
+                              "or mark the metric optional (metric.gen_accuracy.optional=true).")
         return evaluator
+
+    def check_available(self) -> None:
+        self.evaluator  # noqa: B018  (loads it, or raises what is missing)
 
     def reset(self) -> None:
         self.values: list[float] = []
 
     def process(self, record: PromptRecord, sample: Sample) -> dict[str, float] | None:
-        if sample.image is None or self.evaluator is None:
+        if sample.image is None:
             return None
         value = float(self.evaluator.judge(sample.image, record))
         self.values.append(value)
         return {self.name: value}
 
+    def empty_reason(self) -> str:
+        return "no sample had an image to judge"
+
     def compute(self) -> list[MetricResult]:
         if not self.values:
-            return []
+            return self.nothing_to_score(self.empty_reason())
         identity = self.evaluator.identity() if hasattr(self.evaluator, "identity") else self.evaluator_module
         if all(value in (0.0, 1.0) for value in self.values):
             successes = int(sum(self.values))

@@ -108,7 +108,7 @@ class InceptionScore(Metric):
     def compute(self) -> list[MetricResult]:
         self._flush()
         if not self.logits:
-            return []
+            return self.nothing_to_score("no sample had an image")
         logits = np.concatenate(self.logits)
         splits = min(self.splits, len(logits))
         if splits < self.splits:

@@ -41,6 +41,7 @@ from harness.data.ground_truth import GroundTruth, lookup, noun_lemmas, resolve_
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.metrics.base import Metric
+from harness.metrics.overlap import mask_iou
 from harness.metrics.stats import grouped_mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
@@ -71,16 +72,6 @@ def normalise_min_max(heat_map: np.ndarray) -> np.ndarray:
 def heatmap_to_mask(heat_map: np.ndarray, size: tuple[int, int], threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """DAAM's binary mask: upsample bilinearly to ``size``, min-max normalise, ``> threshold``."""
     return normalise_min_max(upsample_bilinear(heat_map, size)) > threshold
-
-
-def mask_iou(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """|P ∩ G| / |P ∪ G| of two boolean masks of one shape (1.0 when both are empty)."""
-    if prediction.shape != truth.shape:
-        raise ValueError(f"mask shapes differ: {prediction.shape} vs {truth.shape}")
-    union = np.logical_or(prediction, truth).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(prediction, truth).sum() / union)
 
 
 def heat_maps_of(sample: Sample) -> dict[str, np.ndarray]:

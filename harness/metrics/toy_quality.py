@@ -54,9 +54,14 @@ class GenAccuracySingle(GenAccuracy):
             return None
         return super().process(record, sample)
 
+    def empty_reason(self) -> str:
+        return f"no record of the run asks for {self.objects} object(s)"
+
     def compute(self) -> list[MetricResult]:
         results = super().compute()
         for result in results:
+            if not result.n:
+                continue
             result.definition = f"{result.definition}; prompts asking for {self.objects} object(s)"
         return results
 

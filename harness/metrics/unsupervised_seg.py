@@ -37,26 +37,12 @@ from scipy.optimize import linear_sum_assignment
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import Metric
+from harness.metrics.overlap import confusion_matrix
 from harness.metrics.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
 MATCHINGS = ("dataset", "image")
-
-
-def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_segments: int, num_classes: int) -> np.ndarray:
-    """``M[k, c]`` over pixels with ``target >= 0``; predictions outside [0, num_segments) are refused."""
-    predicted = np.asarray(predicted).astype(np.int64).ravel()
-    target = np.asarray(target).astype(np.int64).ravel()
-    if predicted.shape != target.shape:
-        raise ValueError(f"prediction and target differ in size: {predicted.shape} vs {target.shape}")
-    valid = target >= 0
-    if np.any(target[valid] >= num_classes):
-        raise DataError(f"ground truth has class id {int(target[valid].max())} >= num_classes={num_classes}")
-    predicted, target = predicted[valid], target[valid]
-    if predicted.size and (predicted.min() < 0 or predicted.max() >= num_segments):
-        raise ValueError(f"predicted segment ids must be in [0, {num_segments}), got [{predicted.min()}, {predicted.max()}]")
-    return np.bincount(predicted * num_classes + target, minlength=num_segments * num_classes).reshape(num_segments, num_classes)
 
 
 def hungarian_match(confusion: np.ndarray) -> np.ndarray:

@@ -8,10 +8,9 @@ to provide the weights.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +70,14 @@ class LoadedModel:
     default_width: int
 
     def identity(self) -> dict[str, Any]:
+        """What decides this model's outputs, for sample keys: weights' content, scheduler, dtype and
+        the versions of the libraries that compute them (an upgrade regenerates; see
+        :mod:`harness.store.identity`)."""
+        from harness.store.identity import numerics_versions
+
         scheduler = type(self.pipeline.scheduler).__name__
-        return {"model": self.name, "fingerprint": self.fingerprint, "scheduler": scheduler, "dtype": str(self.dtype)}
+        return {"model": self.name, "fingerprint": self.fingerprint, "scheduler": scheduler, "dtype": str(self.dtype),
+                "libraries": numerics_versions()}
 
 
 def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
@@ -100,9 +105,12 @@ def load_model(model_cfg: Any) -> LoadedModel:
 
 def load_tiny_random(model_cfg: Any) -> LoadedModel:
     """``model=tiny_random``: built from config with seeded random weights."""
+    from omegaconf import OmegaConf
+
     from harness.models.tiny import build_tiny_random, tiny_fingerprint
 
-    architecture = dict(model_cfg.architecture or {})
+    # plain lists and dicts: the fingerprint is JSON of it (a ListConfig from an override is not JSON)
+    architecture = OmegaConf.to_container(OmegaConf.create(dict(model_cfg.architecture or {})), resolve=True)
     try:
         pipeline = build_tiny_random(architecture, model_cfg.weights_seed)
     except ValueError as error:
@@ -140,15 +148,14 @@ def load_pretrained(model_cfg: Any) -> LoadedModel:
     if pipeline is None and not model_cfg.path and not spec.local_dir:
         cache = _hub_cache_dir()
         tried.append(f"Hugging Face cache {cache} (model id {model_id}, local_files_only=True)")
-        try:
-            pipeline = _from_pretrained(pipeline_class, model_id, dtype, model_cfg.name)
-            source = f"hf-cache:{model_id}"
-        except MissingWeightsError:
-            pipeline = None
+        snapshot = _hub_snapshot(model_id, cache)
+        if snapshot is not None:
+            pipeline = _from_pretrained(pipeline_class, str(snapshot), dtype, model_cfg.name, spec)
+            source = f"hf-cache:{snapshot}"
     if pipeline is None:
         raise MissingWeightsError(_missing_message(model_cfg.name, model_id, tried, spec))
     pipeline = _finish(pipeline, model_cfg, device, dtype)
-    fingerprint = f"{model_cfg.name}-{_folder_fingerprint(source)}"
+    fingerprint = f"{model_cfg.name}-{weights_fingerprint(source)}"
     height = model_cfg.height or spec.height
     width = model_cfg.width or spec.width
     return LoadedModel(model_cfg.name, pipeline, fingerprint, device, dtype, height, width)
@@ -170,6 +177,8 @@ def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name:
 
 
 def _hub_cache_dir() -> str:
+    if os.environ.get("HF_HUB_CACHE"):  # read now, not at import: set by a caller after importing is honoured
+        return os.environ["HF_HUB_CACHE"]
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -197,15 +206,30 @@ def _restore_hint(spec: ModelSpec) -> str:
             "with `make toy-model`.")
 
 
-def _folder_fingerprint(source: str | None) -> str:
-    """Cheap identity of a weights folder: file names and sizes (hashing GBs would be slow)."""
-    if source is None or source.startswith("hf-cache:"):
-        return hashlib.sha256(str(source).encode()).hexdigest()[:16]
-    entries = []
-    for path in sorted(Path(source).rglob("*")):
-        if path.is_file():
-            entries.append((str(path.relative_to(source)), path.stat().st_size))
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+def _hub_snapshot(model_id: str, cache: str) -> Path | None:
+    """The resolved snapshot folder (``snapshots/<commit>`` of the ``main`` ref) of ``model_id`` in
+    the local cache, or None; never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model_id, cache_dir=cache, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def weights_fingerprint(source: str) -> str:
+    """Identity of the weights a pipeline was loaded from: the snapshot commit of a Hugging Face
+    cache entry (``hf-cache:<snapshot folder>``), else the SHA-256 of every file of the folder
+    (memoised, see :class:`harness.store.identity.HashIndex`)."""
+    from harness.store.identity import hub_snapshot_identity, weights_identity
+
+    if source.startswith("hf-cache:"):
+        return hub_snapshot_identity(source[len("hf-cache:"):])
+    began = time.perf_counter()
+    identity = weights_identity(source)
+    log.debug("weights identity of %s in %.2f s", source, time.perf_counter() - began)
+    return identity
 
 
 def _finish(pipeline: Any, model_cfg: Any, device: torch.device, dtype: torch.dtype) -> Any:

@@ -97,6 +97,9 @@ def pivot(rows: pd.DataFrame, metrics: list[str] | None = None, include_cost: bo
             index.append(column)
     for column in index:
         data[column] = data[column].astype(object).where(data[column].notna(), "")
+    if "item" in data.columns:  # an aggregate per item (a POS tag, a relation) gets its own column: metric[item]
+        per_item = data["item"].notna() & (data["item"].astype(str) != "") & (data["level"] == "aggregate")
+        data.loc[per_item, "metric"] = data.loc[per_item, "metric"] + "[" + data.loc[per_item, "item"].astype(str) + "]"
     data["cell"] = data.apply(_format_value, axis=1) if formatted else data["value"]
     table = data.pivot_table(index=index, columns="metric", values="cell", aggfunc="first")
     table.columns.name = None

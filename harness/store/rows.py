@@ -27,6 +27,9 @@ RESULT_COLUMNS = ["metric", "value", "ci_low", "ci_high", "n"]
 #: kind: "quality" (deterministic given the config) or "cost" (time, memory: machine-dependent).
 ROW_COLUMNS = [*IDENTITY_COLUMNS, "level", "sample_id", "item", *RESULT_COLUMNS, "kind", "definition", "source"]
 PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
+#: Per-sample rows also say how the scored sample itself was made (it may come from the cache,
+#: made by older code): from the sample's ``meta["provenance"]`` (:mod:`harness.store.identity`).
+SAMPLE_PROVENANCE_COLUMNS = {"sample_git_sha": "git_sha", "sample_versions": "versions", "sample_created": "created"}
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
 VERSIONED_PACKAGES = ["torch", "diffusers", "transformers", "torchmetrics", "numpy"]
@@ -103,8 +106,9 @@ def build_rows(
 ) -> pd.DataFrame:
     """Assemble the run's rows.
 
-    ``per_sample`` items are ``{"sample_id", "metric", "value", "item"?, "kind"?, "extra"?}``
-    (``item``: what inside the sample was scored, e.g. a noun).
+    ``per_sample`` items are ``{"sample_id", "metric", "value", "item"?, "kind"?, "extra"?, "provenance"?}``
+    (``item``: what inside the sample was scored, e.g. a noun; ``provenance``: the scored sample's
+    ``meta["provenance"]``, which becomes the ``sample_*`` columns; aggregate rows leave them empty).
     """
     records = []
     for result in aggregates:
@@ -121,11 +125,13 @@ def build_rows(
                "metric": item["metric"], "value": float(item["value"]),
                "ci_low": None, "ci_high": None, "n": 1, "kind": item.get("kind", "quality"),
                "definition": "", "source": "harness"}
+        made = item.get("provenance") or {}
+        row.update({column: made.get(field) for column, field in SAMPLE_PROVENANCE_COLUMNS.items()})
         row.update(hparams)
         row.update(item.get("extra", {}))
         records.append(row)
     frame = pd.DataFrame.from_records(records)
-    for column in ROW_COLUMNS:
+    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS]:
         if column not in frame.columns:
             frame[column] = None
     for column, value in provenance.items():

@@ -80,12 +80,6 @@ class Sample:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def pil_image(self) -> Image.Image:
-        if self.image is None:
-            raise ValueError("this sample has no image")
-        return Image.fromarray(self.image)
-
 
 class SampleStore:
     """Cache of :class:`Sample` objects under ``root``, keyed by :func:`content_key`."""

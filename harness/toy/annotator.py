@@ -41,6 +41,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from harness.errors import DataError
+from harness.metrics.overlap import mask_iou
 from harness.toy.world import (
     ALL_COLOURS,
     BACKGROUND_WORD,
@@ -337,16 +338,11 @@ def annotator_miou(n: int = 200, split: str = "toy_gen", seed: int = 0, degraded
     for scene, image, (_, truth) in zip(scenes, images, rendered):
         labels = annotator.annotate(image, caption(scene).text).labels
         for index in range(len(scene.objects)):
-            object_ious.append(_iou(labels == index + 1, truth == index + 1))
-        background_ious.append(_iou(labels == 0, truth == 0))
+            object_ious.append(mask_iou(labels == index + 1, truth == index + 1))
+        background_ious.append(mask_iou(labels == 0, truth == 0))
     return {"annotator_miou": float(np.mean(object_ious)), "n_objects": len(object_ious),
             "background_miou": float(np.mean(background_ious)), "n_images": n, "split": split,
             "degraded": degraded}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.attention import AttentionTracer, BatchLayout
-from harness.metrics.miou import mask_iou
+from harness.metrics.overlap import mask_iou
 from harness.toy.splits import eval_indices, scene_for_index
 from harness.toy.tokens import encode
 from harness.toy.world import caption, render_scene

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.toy_sets import SCENE_CLASSES
+from harness.metrics.overlap import confusion_matrix
 from harness.toy.fit import fit, load_weights
 
 WEIGHTS_FILE = "segmenter.safetensors"
@@ -126,20 +127,19 @@ def segment(model: ToySegmenter, images_uint8: np.ndarray) -> np.ndarray:
     return classes.numpy()
 
 
-def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, num_classes: int = len(SCENE_CLASSES)) -> np.ndarray:
-    """(num_classes, num_classes) pixel counts, rows = true class, columns = predicted class."""
-    flat = truth.astype(np.int64).ravel() * num_classes + predicted.astype(np.int64).ravel()
-    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
 def scores_from_confusion(confusion: np.ndarray) -> dict[str, object]:
-    """Pixel accuracy, per-class IoU (pixels pooled over the set) and their mean over SCENE_CLASSES."""
-    intersection = np.diag(confusion).astype(float)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    iou = np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
-    return {"pixel_accuracy": float(intersection.sum() / confusion.sum()),
-            "iou": {name: float(value) for name, value in zip(SCENE_CLASSES, iou)},
-            "miou": float(np.nanmean(iou))}
+    """Pixel accuracy, per-class IoU (pixels pooled over the set) and their mean over SCENE_CLASSES.
+
+    ``confusion`` is :func:`harness.metrics.overlap.confusion_matrix` (either orientation); the
+    scores are the unsupervised-segmentation metrics' with the identity matching (segment k = class k).
+    """
+    from harness.metrics.unsupervised_seg import matched_counts, scores_from_counts
+
+    confusion = np.asarray(confusion)
+    scores = scores_from_counts(*matched_counts(confusion, np.arange(len(confusion))), int(confusion.sum()))
+    return {"pixel_accuracy": scores["pixel_accuracy"],
+            "iou": {name: float(value) for name, value in zip(SCENE_CLASSES, scores["iou"])},
+            "miou": scores["miou"]}
 
 
 def held_out_scores(model: ToySegmenter, split: str = "toy_gen", n: int = 500, degraded: bool = False,
@@ -160,7 +160,7 @@ def held_out_scores(model: ToySegmenter, split: str = "toy_gen", n: int = 500, d
         tensor = degrade(images_to_tensor(images), torch.Generator().manual_seed(seed))
         images = ((tensor.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
     predicted = np.concatenate([segment(model, images[i : i + 100]) for i in range(0, n, 100)])
-    return {"split": split, "n_images": n, "degraded": degraded, **scores_from_confusion(confusion_matrix(predicted, truth))}
+    return {"split": split, "n_images": n, "degraded": degraded, **scores_from_confusion(confusion_matrix(predicted, truth, len(SCENE_CLASSES), len(SCENE_CLASSES)).T)}
 
 
 def main(argv: list[str] | None = None) -> int:

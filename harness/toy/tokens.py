@@ -35,11 +35,6 @@ def encode(text: str) -> np.ndarray:
     return ids
 
 
-def encode_batch(texts: list[str]) -> np.ndarray:
-    """Token ids of several captions, shape (len(texts), CONTEXT_LENGTH)."""
-    return np.stack([encode(t) for t in texts]) if texts else np.zeros((0, CONTEXT_LENGTH), np.int64)
-
-
 def drop_adjectives(text: str, probability: float, rng: np.random.Generator) -> str:
     """Remove each object's size and colour adjective with `probability` (articles re-agreed).
 

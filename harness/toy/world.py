@@ -313,11 +313,6 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     return palette[labels], labels
 
 
-def object_masks(scene: Scene, labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Boolean masks keyed by mask id (0 = background, i + 1 = object i)."""
-    return {k: labels == k for k in range(len(scene.objects) + 1)}
-
-
 # ----------------------------------------------------------------------------- captions
 
 

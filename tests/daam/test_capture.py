@@ -237,3 +237,25 @@ def test_layers_of_an_excluded_size_are_computed_once_then_skipped(tiny, monkeyp
     assert all(calls[name] == 1 for name in excluded) and all(calls[name] == STEPS for name in kept)
     _, by_name = _run(tiny, PROMPTS[:1], SEEDS[:1], 7.5, 0.0, layers=kept, exclude_factors=[])
     torch.testing.assert_close(skipping.token_maps(), by_name.token_maps(), rtol=0, atol=0)
+
+
+def test_one_pass_path_is_taken_and_gives_the_two_pass_maps(tiny, monkeypatch):
+    """On the CPU the maps come from the SDPA kernel's own log-sum-exp (one pass); they equal the
+    recomputed softmax (two passes), and the image is bit-identical to an untraced one."""
+    from harness.attention import capture
+
+    seen = []
+    original = capture.CrossAttentionCapture._one_pass
+
+    def recording(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        seen.append(output is not None)
+        return output
+
+    monkeypatch.setattr(capture.CrossAttentionCapture, "_one_pass", recording)
+    images, one_pass = _run(tiny, PROMPTS[:2], SEEDS[:2], 7.5, 0.0)
+    assert seen and all(seen), "the one-pass path fell back to two passes"
+    monkeypatch.setattr(capture.CrossAttentionCapture, "_one_pass_applies", lambda self, attn, hidden: False)
+    two_images, two_pass = _run(tiny, PROMPTS[:2], SEEDS[:2], 7.5, 0.0)
+    np.testing.assert_array_equal(images, two_images)
+    torch.testing.assert_close(one_pass.token_maps(), two_pass.token_maps(), rtol=1e-5, atol=1e-7)

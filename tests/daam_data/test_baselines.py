@@ -210,7 +210,12 @@ def test_detectron2_adapter_says_how_to_install_when_missing():
 
 
 @pytest.mark.skipif(detectron2_available(), reason="detectron2 is installed here")
-def test_run_leaves_out_an_unavailable_optional_baseline(caplog):
-    built = build_baselines({"whole_image": None, "detectron2": None}, model=None)
-    assert [b.name for b in built] == ["whole_image"]
-    assert "detectron2 skipped" in caplog.text
+def test_an_unavailable_baseline_stops_the_run_unless_it_is_optional():
+    from harness.errors import BaselineUnavailableError
+
+    with pytest.raises(BaselineUnavailableError, match="detectron2 is not importable"):
+        build_baselines({"whole_image": None, "detectron2": None}, model=None)
+    built = build_baselines({"whole_image": None, "detectron2": {"optional": True}}, model=None)
+    assert [b.name for b in built] == ["whole_image", "detectron2"]
+    assert built[0].skipped_reason is None
+    assert "detectron2 is not importable" in built[1].skipped_reason

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.clustering import kmeans_labels
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
-from harness.methods.emerdiff import kmeans_clusters, lowres_masks, normalize_differences
+from harness.methods.emerdiff import lowres_masks, normalize_differences
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +97,8 @@ def test_difference_normalizations_on_a_hand_computed_case():
 
 def test_kmeans_is_deterministic_given_the_seed():
     features = np.random.default_rng(0).normal(size=(64, 16))
-    first = kmeans_clusters(features, 5, seed=11, restarts=1)
-    assert np.array_equal(first, kmeans_clusters(features, 5, seed=11, restarts=1))
+    first = kmeans_labels(features, 5, seed=11, restarts=1)
+    assert np.array_equal(first, kmeans_labels(features, 5, seed=11, restarts=1))
     assert set(first) == set(range(5))
 
 

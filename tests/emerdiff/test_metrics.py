@@ -10,10 +10,10 @@ from PIL import Image
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
+from harness.metrics.overlap import confusion_matrix
 from harness.metrics.unsupervised_seg import (
     MiouHungarian,
     PixelAccuracy,
-    confusion_matrix,
     hungarian_match,
     resize_labels,
     unsupervised_segmentation_scores,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import types
 
@@ -36,7 +35,7 @@ def test_diversity_is_the_mean_pairwise_distance_per_prompt():
     assert result.n == 1 and "1 single-sample" in result.definition
 
 
-def test_gen_accuracy_uses_the_evaluator_module_or_skips(monkeypatch, caplog):
+def test_gen_accuracy_uses_the_evaluator_module_or_fails(monkeypatch):
     module = types.ModuleType("fake_toy_evaluator")
 
     class Judge:
@@ -54,10 +53,8 @@ def test_gen_accuracy_uses_the_evaluator_module_or_skips(monkeypatch, caplog):
     assert result.value == pytest.approx(0.75)
 
     absent = GenAccuracy(evaluator_module="harness.toy.no_such_evaluator")
-    absent.reset()
-    with caplog.at_level(logging.WARNING):
-        assert absent.process(PromptRecord("0", "x", 0), Sample(image=_flat(0))) is None
-    assert absent.compute() == [] and "gen_accuracy skipped" in caplog.text
+    with pytest.raises(MissingWeightsError, match="harness.toy.no_such_evaluator"):
+        absent.check_available()
 
 
 def _tiny_clip(folder):
@@ -100,15 +97,11 @@ def test_clip_score_from_local_weights_equals_direct_computation(tmp_path):
     assert value == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
-def test_clip_score_without_weights_skips_or_fails_clearly(tmp_path, caplog):
+def test_clip_score_without_weights_fails_clearly(tmp_path):
     metric = CLIPScore(model_path=str(tmp_path / "none"), model_id="nobody/no-clip")
-    metric.reset()
-    with caplog.at_level(logging.WARNING):
-        assert metric.process(PromptRecord("0", "x", 0), Sample(image=_flat(0))) is None
-    assert metric.compute() == [] and "clip_score skipped" in caplog.text
-    required = CLIPScore(model_path=str(tmp_path / "none"), model_id="nobody/no-clip", required=True)
-    with pytest.raises(MissingWeightsError, match="model_path"):
-        required.process(PromptRecord("0", "x", 0), Sample(image=_flat(0)))
+    with pytest.raises(MissingWeightsError, match="model_path") as error:
+        metric.check_available()
+    assert str(tmp_path / "none") in str(error.value) and "optional" in str(error.value)
 
 
 def test_plot_metric_vs_draws_one_line_per_setting(tmp_path):
@@ -149,10 +142,10 @@ def test_toy_evaluator_adapter_parses_prompts_and_judges(tmp_path):
 
 
 def test_toy_evaluator_adapter_on_the_toy_network(tmp_path):
-    toy_evaluator = pytest.importorskip("harness.toy.evaluator")
     from safetensors.torch import save_file
 
     from harness.metrics.features import ToyEvaluatorAdapter, load_evaluator
+    from harness.toy import evaluator as toy_evaluator
 
     torch.manual_seed(0)
     save_file(toy_evaluator.ToyEvaluator().state_dict(), tmp_path / toy_evaluator.WEIGHTS_FILE)

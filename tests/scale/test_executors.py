@@ -12,6 +12,7 @@ import pytest
 
 from harness.run import run_experiment
 from harness.store.samples import EVENTS_FILE
+
 from .test_shards import comparable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

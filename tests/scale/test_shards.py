@@ -14,7 +14,8 @@ from harness.store.samples import EVENTS_FILE
 #: Columns that legitimately differ between two runs of the same config: where the run wrote
 #: (run_dir). Rows of kind "cost" (seconds per image, measured when the sample was generated)
 #: are compared on everything but their value.
-RUN_SPECIFIC = ["run_dir"]
+# run_dir: where the rows were written; sample_created: when each sample was generated (provenance)
+RUN_SPECIFIC = ["run_dir", "sample_created"]
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:

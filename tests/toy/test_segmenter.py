@@ -12,11 +12,11 @@ from harness.bench import torch_threads
 from harness.data.prompts import PromptRecord
 from harness.data.toy_sets import SCENE_CLASSES
 from harness.errors import MissingWeightsError
+from harness.metrics.overlap import confusion_matrix
 from harness.store.samples import Sample
 from harness.toy.segmenter import (
     RETRAIN_COMMAND,
     WEIGHTS_FILE,
-    confusion_matrix,
     load_segmenter,
     scores_from_confusion,
     segment,
@@ -64,7 +64,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_scores_match_a_hand_computed_example():
     truth = np.array([[0, 0, 1], [1, 2, 2]])
     predicted = np.array([[0, 1, 1], [1, 2, 0]])
-    confusion = confusion_matrix(predicted, truth, num_classes=3)
+    confusion = confusion_matrix(predicted, truth, 3, 3).T  # rows: true class
     assert confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     scores = scores_from_confusion(np.pad(confusion, ((0, 3), (0, 3))))
     # background: 1 / 3, circle: 2 / 3, square: 1 / 2; absent classes do not enter the mean.

@@ -1,0 +1,1 @@
+"""DALL-EVAL-style evaluation: visual-reasoning skills and social-bias skew (docs/dalleval.md)."""

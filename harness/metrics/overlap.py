@@ -1,0 +1,55 @@
+"""Region overlap, once for the whole harness: IoU of boolean masks and the pixel confusion matrix.
+
+Every mIoU in the harness (DAAM's noun mIoU and its threshold sweep, the k-means baselines'
+matching, the toy annotator and probe, EmerDiff's Hungarian mIoU, the toy segmenter's held-out
+scores) is computed from these two functions. numpy only (imported by light modules).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.errors import DataError
+
+
+def iou(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray | float:
+    """|P ∩ G| / |P ∪ G| over the last two axes of boolean masks; 1.0 where both are empty.
+
+    ``prediction`` may carry leading axes (e.g. one mask per threshold) that broadcast against
+    ``truth``; a pair of 2-D masks gives a float.
+    """
+    prediction = np.asarray(prediction, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if prediction.shape[-2:] != truth.shape[-2:]:
+        raise ValueError(f"mask shapes differ: {prediction.shape[-2:]} vs {truth.shape[-2:]}; resize first")
+    intersection = np.logical_and(prediction, truth).sum(axis=(-2, -1))
+    union = np.logical_or(prediction, truth).sum(axis=(-2, -1))
+    values = np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+    return float(values) if values.ndim == 0 else values
+
+
+def mask_iou(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of two boolean masks of one shape (1.0 when both are empty)."""
+    if np.shape(prediction) != np.shape(truth):
+        raise ValueError(f"mask shapes differ: {np.shape(prediction)} vs {np.shape(truth)}")
+    return float(iou(prediction, truth))
+
+
+def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_segments: int, num_classes: int) -> np.ndarray:
+    """``M[k, c]`` = pixels predicted as segment ``k`` whose target is class ``c``, over pixels with ``target >= 0``.
+
+    Target ids >= ``num_classes`` are a data error; predicted ids outside [0, num_segments) are refused.
+    Transpose for the (true, predicted) orientation: the IoU of class i is
+    ``M[i, i] / (M[i, :].sum() + M[:, i].sum() - M[i, i])`` either way.
+    """
+    predicted = np.asarray(predicted).astype(np.int64).ravel()
+    target = np.asarray(target).astype(np.int64).ravel()
+    if predicted.shape != target.shape:
+        raise ValueError(f"prediction and target differ in size: {predicted.shape} vs {target.shape}")
+    valid = target >= 0
+    if np.any(target[valid] >= num_classes):
+        raise DataError(f"ground truth has class id {int(target[valid].max())} >= num_classes={num_classes}")
+    predicted, target = predicted[valid], target[valid]
+    if predicted.size and (predicted.min() < 0 or predicted.max() >= num_segments):
+        raise ValueError(f"predicted segment ids must be in [0, {num_segments}), got [{predicted.min()}, {predicted.max()}]")
+    return np.bincount(predicted * num_classes + target, minlength=num_segments * num_classes).reshape(num_segments, num_classes)

@@ -1,0 +1,1 @@
+"""Human ratings: rating tasks, the rating web page (``harness rate``) and their result rows."""
