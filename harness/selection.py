@@ -170,7 +170,9 @@ def apply_selected(cfg: DictConfig, command_line: list[str] | tuple[str, ...] = 
     overridden = _override_keys(list(command_line))
     for entry in chosen:
         key = str(entry["key"])
-        if key in overridden or any(key.startswith(o + ".") for o in overridden):
+        # a value set on the command line wins (the key itself or a dotted node above it);
+        # a group choice such as `method=pag` (no dot) is not a value of `method.pag_scale`
+        if key in overridden or any("." in o and key.startswith(o + ".") for o in overridden):
             continue
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg

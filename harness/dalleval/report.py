@@ -61,7 +61,8 @@ def bias_table(folder: str) -> str:
 
     rows = _rows(folder)
     aggregate = rows[rows["level"] == "aggregate"].set_index("metric")
-    out = ["| attribute | measure | model | training | training at model's n | model - training at n |", "|---|---|---|---|---|---|"]
+    out = ["| attribute | measure | model [95% bootstrap] | training | copying generator at model's n [2.5-97.5%] | model - copying |",
+           "|---|---|---|---|---|---|"]
     for attribute in ATTRIBUTES:
         for measure in ("mad", "tv", "entropy"):
             key = f"bias.{attribute}.{measure}"
@@ -72,7 +73,7 @@ def bias_table(folder: str) -> str:
                 return f"{aggregate.loc[k, 'value']:.3f}" if k in aggregate.index else ""
 
             out.append(f"| {attribute} | {measure} | {_cell(aggregate.loc[key])} | {value(key + '.train')} | "
-                       f"{value(key + '.train_at_n')} | {_cell(aggregate.loc[key + '.amplification'])} |")
+                       f"{_cell(aggregate.loc[key + '.train_at_n'])} | {value(key + '.amplification')} |")
     samples = rows[(rows["level"] == "sample") & rows["metric"].str.startswith("bias_label.")]
     out.append("\nPer shape: share of each category among the detected objects, model / training "
                "(training: objects of that shape whose caption leaves the attribute unsaid, 20,000 sampled "

@@ -29,7 +29,16 @@ import numpy as np
 from scipy import ndimage
 
 from harness.dalleval.judge import SeenObject
-from harness.toy.world import ALL_COLOURS, IMAGE_SIZE, OBJECT_COLOURS, SHAPES, SIZE_RADIUS, Scene, ToyObject, render_labels
+from harness.toy.world import (
+    ALL_COLOURS,
+    IMAGE_SIZE,
+    OBJECT_COLOURS,
+    SHAPES,
+    SIZE_RADIUS,
+    Scene,
+    ToyObject,
+    render_labels,
+)
 
 POSITIONS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
 

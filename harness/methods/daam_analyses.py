@@ -24,7 +24,6 @@ from harness.errors import DataError
 from harness.methods.daam import DAAM
 from harness.store.samples import Sample
 
-
 OVERLAYS = 8
 
 

@@ -146,8 +146,10 @@ class BiasSkew(Metric):
     :func:`harness.dalleval.bias_toy.training_distribution`), ``.train_at_n`` (the expected measure
     of a generator that copies the training distribution, with the model's detected count per group:
     the plug-in measures are biased upwards at small n, so this is the fair comparison) and
-    ``.amplification`` (model minus ``train_at_n``; the interval is the model's bootstrap shifted,
-    the reference counted as fixed); ``bias.<attribute>.mad[<noun>]`` per object noun (groups of
+    ``.amplification`` (model minus ``train_at_n``; ``train_at_n`` carries the 2.5-97.5% range of the
+    copying generator's draws: a model figure outside it skews differently from its data. The
+    model's own percentile bootstrap sits above the plug-in estimate for these measures, since
+    resampled sets look more skewed, so it is not used for that comparison); ``bias.<attribute>.mad[<noun>]`` per object noun (groups of
     that noun; object attributes), with ``.train_at_n``; ``bias.<attribute>.detected`` = fraction of objects whose attribute was read.
     ``estimate=True`` (detected attributes, e.g. a VQA model's answers) marks every definition as
     an estimate of the attribute, not its ground truth.
@@ -233,22 +235,27 @@ class BiasSkew(Metric):
 
         return bootstrap_ci(self.images, value_fn, resamples=self.resamples)
 
-    def _reference(self, attribute: str, measure: str, keep: list[int]) -> tuple[float, float]:
-        """(measure under the training distribution, its expectation at the model's detected n), mean over groups."""
+    def _reference(self, attribute: str, measure: str, keep: list[int], draws: int = 2000,
+                   ) -> tuple[float, float, float, float]:
+        """(measure under the training distribution; for a generator copying it with the model's detected
+        count per group: the expected measure and its 2.5% and 97.5% quantiles), means over groups."""
         from harness.dalleval.bias_toy import training_distribution
 
-        population, at_n = [], []
-        for group in sorted({self.entries[k][1] for k in keep}, key=str):
+        population, simulated = [], []
+        for g, group in enumerate(sorted({self.entries[k][1] for k in keep}, key=str)):
             members = [self.entries[k] for k in keep if self.entries[k][1] == group]
             _, _, noun, n_objects, _, _ = members[0]
             n_detected = sum(e[5] is not None for e in members)
             p, total = training_distribution(attribute, noun, n_objects, self.reference_scenes)
             if total and n_detected:
                 population.append(skew(p, measure))
-                at_n.append(expected_at_n(p, n_detected, measure))
+                counts = np.random.default_rng([0, g]).multinomial(n_detected, p, size=draws)
+                simulated.append(skew_rows(counts / n_detected, measure))
         if not population:
-            return float("nan"), float("nan")
-        return float(np.mean(population)), float(np.mean(at_n))
+            return (float("nan"),) * 4
+        null = np.mean(simulated, axis=0)  # the mean over groups, draw by draw
+        return (float(np.mean(population)), float(null.mean()), float(np.quantile(null, 0.025)),
+                float(np.quantile(null, 0.975)))
 
     def compute(self) -> list[MetricResult]:
         if not self.entries:
@@ -271,20 +278,20 @@ class BiasSkew(Metric):
                 results.append(MetricResult(f"bias.{attribute}.{measure}", model, detected, low, high,
                                             definition=f"{base}; 95% percentile bootstrap over images.{note}"))
                 if self.reference == "toy_train":
-                    train, train_at_n = self._reference(attribute, measure, keep)
+                    train, train_at_n, null_low, null_high = self._reference(attribute, measure, keep)
                     results.append(MetricResult(
                         f"bias.{attribute}.{measure}.train", train, self.reference_scenes,
                         definition=(f"{base}, under the training distribution ({self.reference_scenes} sampled train "
                                     f"scenes per object count, objects whose caption leaves {attribute} unsaid)")))
                     results.append(MetricResult(
-                        f"bias.{attribute}.{measure}.train_at_n", train_at_n, detected,
-                        definition=(f"{base}: expected value for a generator that copies the training distribution, "
-                                    "with the model's detected count per group (2000 multinomial draws)")))
+                        f"bias.{attribute}.{measure}.train_at_n", train_at_n, detected, null_low, null_high,
+                        definition=(f"{base}: a generator that copies the training distribution, with the model's "
+                                    "detected count per group (2000 multinomial draws): mean, and 2.5%-97.5% range of "
+                                    "the draws (a model outside the range skews differently from its data)")))
                     results.append(MetricResult(
                         f"bias.{attribute}.{measure}.amplification", model - train_at_n, detected,
-                        None if low is None else low - train_at_n, None if high is None else high - train_at_n,
                         definition=(f"model minus train_at_n of {measure} (> 0 for mad/tv, < 0 for entropy: the model "
-                                    "skews more than its data); interval: the model's bootstrap, the reference fixed")))
+                                    "skews more than its data); compare the model's figure with train_at_n's range")))
                 if not self.per_noun or measure != "mad" or attribute == "background":
                     continue
                 for noun in dict.fromkeys(self.entries[k][2] for k in keep):
@@ -295,9 +302,17 @@ class BiasSkew(Metric):
                     results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}]", value_noun(everything), n_noun,
                                                 low_n, high_n, definition=f"{base}, groups of '{noun}' only.{note}"))
                     if self.reference == "toy_train":
-                        _, at_n = self._reference(attribute, measure, sub)
+                        _, at_n, at_low, at_high = self._reference(attribute, measure, sub)
                         results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}].train_at_n", at_n, n_noun,
-                                                    definition=f"{base}, groups of '{noun}', training distribution at the model's n"))
+                                                    at_low, at_high,
+                                                    definition=(f"{base}, groups of '{noun}', a generator copying the "
+                                                                "training distribution at the model's n: mean, 2.5-97.5% range")))
+        headline = [r.value for r in results if r.metric.count(".") == 2 and r.metric.endswith(".mad")
+                    and r.metric.startswith("bias.") and not np.isnan(r.value)]
+        if headline:
+            results.insert(0, MetricResult(self.name, float(np.mean(headline)), len(headline), definition=(
+                "DALL-EVAL's MAD (per prompt group, mean over groups), averaged over the attributes read "
+                f"({len(headline)}); read the per-attribute rows.{note}")))
         for result in results:  # an empty cell says why (harness.metrics.base.SKIPPED_COLUMN)
             if not math.isfinite(result.value):
                 result.extra.setdefault("skipped_reason", "no (prompt, object) group has a detected attribute "

@@ -154,6 +154,13 @@ class SkillAccuracy(Metric):
             results.append(MetricResult(
                 f"skill.{skill}", sum(values) / len(values), len(values), low, high,
                 definition=f"{what} ({self._identity()}); {int(self.confidence * 100)}% {method} binomial interval"))
+        judged = [v for skill, values in self.passed.items() if skill in SKILLS for v in values]
+        low, high = binomial_ci(sum(judged), len(judged), self.confidence, self.interval)
+        results.insert(0, MetricResult(
+            self.name, sum(judged) / len(judged), len(judged), low, high,
+            definition=(f"fraction of all skill prompts (skills {', '.join(s for s in SKILLS if s in self.passed)}) whose "
+                        f"image passes the judge ({self._identity()}); {int(self.confidence * 100)}% {method} interval; "
+                        "pooled over skills, so it depends on the mix: read the per-skill rows")))
         for skill, reason in self.not_applicable.items():
             if skill not in self.passed:
                 results.append(MetricResult(f"skill.{skill}", math.nan, 0, definition=reason,
@@ -162,7 +169,7 @@ class SkillAccuracy(Metric):
             if shares:
                 array = np.asarray(shares)
                 mean = float(array.mean())
-                low, high = bootstrap_ci(len(array), lambda index: float(array[index].mean()))
+                low, high = bootstrap_ci(len(array), lambda index, values=array: float(values[index].mean()))
                 results.append(MetricResult(
                     f"binding_attention.{outcome}", mean, len(shares), low, high,
                     definition=(f"colour-binding prompts judged {outcome}: per colour word, share of its DAAM map mass "

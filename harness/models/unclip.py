@@ -146,7 +146,7 @@ def _tiny_image_parts(weights_seed: int, image_size: int = 32) -> tuple[Any, Any
 
 def build_tiny_karlo(weights_seed: int = 0) -> Any:
     """A random ``UnCLIPImageVariationPipeline``: 32x32 decoder with text cross-attention, 64x64 super-res."""
-    from diffusers import UNet2DConditionModel, UNet2DModel, UnCLIPImageVariationPipeline, UnCLIPScheduler
+    from diffusers import UnCLIPImageVariationPipeline, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 
     tokenizer, text_encoder = _tiny_text_parts(weights_seed, with_projection=True)
@@ -184,8 +184,16 @@ def build_tiny_karlo(weights_seed: int = 0) -> Any:
 
 def build_tiny_sd21_unclip(weights_seed: int = 0) -> Any:
     """A random ``StableUnCLIPImg2ImgPipeline`` at 32x32 (v-prediction, noised image-embedding class input)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableUnCLIPImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
 
     tokenizer, text_encoder = _tiny_text_parts(weights_seed, with_projection=False)
     feature_extractor, image_encoder = _tiny_image_parts(weights_seed)
@@ -247,7 +255,7 @@ def load_unclip(model_cfg: Any) -> UnCLIPModel:
     try:
         pipeline = pipeline_class.from_pretrained(str(Path(source).expanduser()) if model_cfg.path else model_id,
                                                   torch_dtype=dtype, local_files_only=True)
-    except (OSError, ValueError, EnvironmentError):
+    except (OSError, ValueError):
         places = "\n".join(f"  - {place}" for place in tried)
         raise MissingWeightsError(
             f"Weights for model {model_cfg.name!r} ({model_id}, {class_name}) were not found. Looked in:\n{places}\n"

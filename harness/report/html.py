@@ -435,20 +435,24 @@ def _main_method(run: Run) -> str:
 
 
 def _run_labels(runs: list[Run]) -> list[str]:
-    """What tells runs of one method apart: the hp.* values that differ between them (e.g.
-    ``pag_scale=3.0``), else the run folder's name; empty where the method alone does."""
+    """What tells runs of one method on one dataset apart: the hp.* (and model, split, seed) values
+    that differ between them (e.g. ``pag_scale=3.0``), else the run folder's name; empty where the
+    method and dataset alone do."""
     if len(runs) < 2:
         return [""] * len(runs)
     settings = []
     for run in runs:
         aggregates = run.rows[run.rows["level"] == "aggregate"]
         first = (aggregates if not aggregates.empty else run.rows).iloc[0]
-        settings.append({c: _display(first[c]) for c in run.rows.columns if c.startswith("hp.")})
-    methods = [_main_method(run) for run in runs]
+        settings.append({c: _display(first[c]) for c in run.rows.columns
+                         if c.startswith("hp.") or c in ("model", "split", "seed")})
+    # Runs share a card when they share a dataset; the method and dataset already tell the rest apart.
+    groups = [(_main_method(run), _display(run.rows["dataset"].dropna().iloc[0]) if run.rows["dataset"].notna().any()
+               else "") for run in runs]
     labels = []
-    for run, method, values in zip(runs, methods, settings):
-        peers = [s for m, s in zip(methods, settings) if m == method]
-        if len(peers) < 2:  # the method alone tells this run apart
+    for run, group, values in zip(runs, groups, settings):
+        peers = [s for g, s in zip(groups, settings) if g == group]
+        if len(peers) < 2:  # method and dataset tell this run apart
             labels.append("")
             continue
         columns = sorted({c for s in peers for c in s})

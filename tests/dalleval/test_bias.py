@@ -9,8 +9,15 @@ import pytest
 
 from harness.dalleval.bias_toy import ATTRIBUTES, ToyAttributeReader, build_bias_toy, training_distribution
 from harness.errors import ConfigError
-from harness.metrics.bias import (BiasSkew, expected_at_n, mad, mean_over_prompts, normalised_entropy, proportions,
-                                  total_variation)
+from harness.metrics.bias import (
+    BiasSkew,
+    expected_at_n,
+    mad,
+    mean_over_prompts,
+    normalised_entropy,
+    proportions,
+    total_variation,
+)
 from harness.store.samples import Sample
 from harness.toy.world import Scene, ToyObject, render_scene
 
@@ -119,3 +126,14 @@ def test_bias_prompts_leave_the_attributes_unsaid():
         build_bias_toy(SimpleNamespace(size=1, seed=0, split="toy_gen", params={}))
     with pytest.raises(ConfigError, match="unknown shape"):
         build_bias_toy(SimpleNamespace(size=1, seed=0, split="dev", params={"shapes": ["hexagon"]}))
+
+
+def test_copying_generator_range_on_a_one_category_training_distribution():
+    # the grammar paints every unsaid background white: a copying generator has MAD 2(K-1)/K^2 exactly
+    metric = BiasSkew(reader=FixedReader(), reference="toy_train", reference_scenes=300)
+    metric.reset()
+    metric.images = 3
+    metric.entries = [(k, ("a star", None), "star", 1, "background", "white") for k in range(3)]
+    population, mean, low, high = metric._reference("background", "mad", [0, 1, 2])
+    assert population == pytest.approx(16 / 81) and mean == pytest.approx(16 / 81)
+    assert low == pytest.approx(16 / 81) and high == pytest.approx(16 / 81)

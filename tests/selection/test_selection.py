@@ -76,7 +76,10 @@ def test_chosen_values_apply_where_the_key_exists_unless_the_command_line_sets_i
     assert applied.metric.miou.threshold == 0.5 and "pag_scale" not in applied.method  # plain has no PAG scale
     assert apply_selected(cfg.copy(), ["metric.miou.threshold=0.3"]).metric.miou.threshold == 0.4
     pag = OmegaConf.create({"method": {"name": "pag", "pag_scale": 3.0}, "selection": cfg.selection})
-    assert apply_selected(pag).method.pag_scale == 5.0
+    assert apply_selected(pag.copy()).method.pag_scale == 5.0
+    # a sweep's group choice (method=pag) is not a value override of method.pag_scale
+    assert apply_selected(pag.copy(), ["method=pag", "dataset=toy_gen"]).method.pag_scale == 5.0
+    assert apply_selected(pag.copy(), ["method.pag_scale=2.0"]).method.pag_scale == 3.0  # composed value kept
 
 
 def test_every_toy_experiment_declares_a_dev_protocol_and_reports_on_test():

@@ -78,11 +78,11 @@ def test_experiments_run_on_the_stand_ins(compose, tmp_path, experiment, model):
     rows = outcome.rows[outcome.rows["level"] == "aggregate"].set_index("metric")["value"]
     figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
     if experiment == "unclip_textdiff":
-        assert {"clip_score[step=0.00]", "clip_score[step=0.50]", "clip_score.gain"} <= set(rows.index)
+        assert {"clip_score[step=0.00]", "clip_score[step=0.50]", "clip_score_gain"} <= set(rows.index)
         assert "textdiff_clip_score.png" in figures
     else:
         assert 0.0 <= rows["unclip_smoothness"] <= rows["unclip_max_step"] <= 2.0
-        assert figures == ["frames_unclip_toy-000000.png"]
+        assert len(figures) == 1 and figures[0].startswith("frames_unclip_toy-")
     # the same config gives the same images (decoder noise from the record's seed)
     again = run_experiment(cfg, tmp_path / "run2")
     assert again.generated == 0 and again.reused == 1
