@@ -68,6 +68,10 @@ class Registry(Generic[T]):
         self._entries[name] = target
         return target
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests that register a stand-in take it out again); unknown names are ignored."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """Return the entry for ``name``, importing it on first use."""
         if name not in self._entries:

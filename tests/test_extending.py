@@ -90,8 +90,8 @@ def extension(tmp_path, monkeypatch):
     monkeypatch.setattr(METRICS, "package", "ext.metrics")
     yield conf
     for name in ("invert_colours", "brightness"):
-        METHODS._entries.pop(name, None)
-        METRICS._entries.pop(name, None)
+        METHODS.unregister(name)
+        METRICS.unregister(name)
     for module in [m for m in sys.modules if m == "ext" or m.startswith("ext.")]:
         del sys.modules[module]
 

@@ -74,9 +74,9 @@ class _MeanGrey(Baseline):
         return Sample(image=np.full_like(sample.image, self.options["level"]), meta={})
 
 
-def test_baselines_are_scored_with_the_same_metrics(compose, store_root, tmp_path):
-    if "test_mean_grey" not in BASELINES:
-        BASELINES.register("test_mean_grey", _MeanGrey)
+def test_baselines_are_scored_with_the_same_metrics(compose, store_root, tmp_path, request):
+    BASELINES.register("test_mean_grey", _MeanGrey)
+    request.addfinalizer(lambda: BASELINES.unregister("test_mean_grey"))  # not a baseline of the harness
     outcome = run_experiment(smoke_cfg(compose, store_root, "+baseline={test_mean_grey: {level: 51}}"), tmp_path / "r")
     summary = outcome.rows.query("level == 'aggregate' and metric == 'mean_intensity'").set_index("method")
     assert summary.loc["test_mean_grey", "value"] == pytest.approx(51 / 255)
