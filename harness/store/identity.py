@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,7 @@ def sample_provenance() -> dict[str, Any]:
     from harness.store.rows import git_sha, library_versions
 
     return {"git_sha": _cached_git_sha(git_sha), "versions": library_versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 _GIT_SHA: list[str] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from harness.data.ground_truth import encode_inline
 from harness.data.prompts import PromptRecord

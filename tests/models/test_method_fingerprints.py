@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.registry import BASELINES, METHODS
+
 from .method_fingerprints import NOT_RUN_HERE, compute_all, differences, load_pinned
 
 REFRESH = "PYTHONPATH=. python tests/models/method_fingerprints.py --refresh {name}"
