@@ -42,7 +42,15 @@ from harness.methods.base import GenerationSettings, Method, generation_seed
 from harness.metrics.base import build_metrics
 from harness.registry import DATASETS, METHODS
 from harness.store.identity import stamp_provenance
-from harness.store.rows import ROW_COLUMNS, build_rows, config_hash, flatten_hparams, git_sha, library_versions, write_rows
+from harness.store.rows import (
+    ROW_COLUMNS,
+    build_rows,
+    config_hash,
+    flatten_hparams,
+    git_sha,
+    library_versions,
+    write_rows,
+)
 from harness.store.samples import LazySamples, Sample, SampleStore, SampleWriter, content_key
 from harness.validation import validate_run
 
