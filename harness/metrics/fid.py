@@ -297,7 +297,9 @@ class FID(Metric):
 
     def reset(self) -> None:
         self.pending: list[np.ndarray] = []
-        self.fake_features: list[np.ndarray] = []
+        # Running statistics of the generated images' features (torchmetrics keeps their float64
+        # sum and sum of outer products), so memory does not grow with the number of samples.
+        self.fake_statistics: Any = None
 
     def process(self, record: PromptRecord, sample: Sample) -> None:
         if sample.image is None:
@@ -309,29 +311,36 @@ class FID(Metric):
 
     def _flush(self) -> None:
         if self.pending:
-            self.fake_features.append(extract_features(iter(self.pending), self.extractor, self.batch_size))
+            features = extract_features(iter(self.pending), self.extractor, self.batch_size)
             self.pending = []
+            if self.fake_statistics is None:
+                self.fake_statistics = fid_metric(self.extractor.num_features)
+            self.fake_statistics.update(torch.as_tensor(features, dtype=torch.float64), real=False)
+
+    @property
+    def fake_count(self) -> int:
+        """Generated images fed so far (flushed ones)."""
+        return 0 if self.fake_statistics is None else int(self.fake_statistics.fake_features_num_samples)
 
     def compute(self) -> list[MetricResult]:
         self._flush()
-        fake = np.concatenate(self.fake_features) if self.fake_features else np.zeros((0, 1))
-        if len(fake) < 2:
-            return self.nothing_to_score(f"{len(fake)} generated image(s); FID needs at least 2")
+        count = self.fake_count
+        if count < 2:
+            return self.nothing_to_score(f"{count} generated image(s); FID needs at least 2")
         extractor = self.extractor
         stats = reference_statistics(self.real, extractor, self.stats_cache, self.batch_size)
-        metric = fid_metric(extractor.num_features)
+        metric = self.fake_statistics
         metric.real_features_sum = torch.as_tensor(stats["sum"], dtype=torch.float64)
         metric.real_features_cov_sum = torch.as_tensor(stats["cov_sum"], dtype=torch.float64)
         metric.real_features_num_samples = torch.tensor(stats["n"], dtype=torch.long)
-        metric.update(torch.as_tensor(fake, dtype=torch.float64), real=False)
         if stats["n"] < 2:
             raise DataError(f"The real-image set {self.real.describe()} has {stats['n']} readable image(s); FID needs at least 2.")
         value = float(metric.compute())
-        notes = [note for note in (minimum_samples_note(len(fake), extractor.num_features),
+        notes = [note for note in (minimum_samples_note(count, extractor.num_features),
                                    minimum_samples_note(stats["n"], extractor.num_features)) if note]
         for note in dict.fromkeys(notes):
             log.warning("fid: %s", note)
-        definition = (f"FID [features={self.features_name} antialias={self.antialias}] (torchmetrics FrechetInceptionDistance, float64) of {len(fake)} generated vs "
+        definition = (f"FID [features={self.features_name} antialias={self.antialias}] (torchmetrics FrechetInceptionDistance, float64 running statistics) of {count} generated vs "
                       f"{stats['n']} real images; features {extractor.identity()}; resize "
                       f"{extractor.resize_description()}; real set {self.real.describe()} "
                       f"(stats {stats['key']}, {stats['skipped']} unreadable skipped"
@@ -339,4 +348,4 @@ class FID(Metric):
                       + (f"; WARNING: {notes[0]}" if notes else ""))
         # The extractor, resize and reference set go in the definition (not hp.* columns) so that
         # the table keeps one line per run configuration.
-        return [MetricResult(self.name, value, len(fake), definition=definition)]
+        return [MetricResult(self.name, value, count, definition=definition)]

@@ -180,3 +180,20 @@ def test_auto_features_fall_back_to_the_offline_inception(tmp_path, monkeypatch)
     weights.write_bytes(b"x")
     assert resolve_extractor_name("auto", str(weights)) == "inception_fidelity"
     assert resolve_extractor_name("pixels", None) == "pixels"
+
+
+def test_generated_features_are_kept_as_running_statistics_not_per_sample(tmp_path):
+    folder = _write_folder(tmp_path / "real", _images(3, 12))
+    metric = FID(features="pixels", pixel_size=2, real_images=str(folder), stats_cache=str(tmp_path / "stats"),
+                 batch_size=4)
+    metric.reset()
+    for index, image in enumerate(_images(4, 21)):
+        metric.process(PromptRecord(f"r{index}", "p", index), Sample(image=image))
+    [result] = metric.compute()
+    assert result.n == metric.fake_count == 21
+    state = metric.fake_statistics
+    dims = metric.extractor.num_features
+    # the state is one d-vector and one d x d matrix, whatever the number of samples
+    assert tuple(state.fake_features_sum.shape) == (dims,)
+    assert tuple(state.fake_features_cov_sum.shape) == (dims, dims)
+    assert metric.pending == [] and not any(isinstance(v, list) and v for v in vars(metric).values())
