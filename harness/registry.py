@@ -20,9 +20,25 @@ import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 
 T = TypeVar("T")
+
+
+def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> Any:
+    """An instance of a pluggable component named in a config: a built-in name (``builtin`` maps it
+    to ``"module:Class"``), any ``"module:Class"``, or an object given directly (tests, notebooks),
+    which is returned as is. ``option`` names the config key in error messages."""
+    if not isinstance(spec, str):
+        return spec
+    target = builtin.get(spec, spec)
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise ConfigError(f"{option}={spec!r}: use {', '.join(builtin)} or 'module:Class'.")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)(**dict(options or {}))
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{option}={spec!r} cannot be loaded: {error}") from None
 
 
 class UnknownNameError(HarnessError, KeyError):

@@ -68,15 +68,9 @@ def build_bias_toy(dataset_cfg: Any) -> PromptSet:
         (_phrase(s), [s], ["colour", "size", "position", "background"]) for s in shapes]
     prompts += [(f"{_phrase(a)} {relation} {_phrase(b)}", [a, b], ["colour", "size", "background"])
                 for a, relation, b in pairs]
-    from harness.toy.splits import EVAL_SPLITS, eval_indices
+    from harness.toy.splits import dataset_indices
 
-    if dataset_cfg.split not in EVAL_SPLITS:
-        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for bias_toy, not "
-                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
-    size = int(dataset_cfg.size if dataset_cfg.size is not None else 24)
-    if size < 1:
-        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
-    seeds = eval_indices(dataset_cfg.split, size * len(prompts), int(dataset_cfg.seed))
+    size, seeds = dataset_indices(dataset_cfg, 24, per_record=len(prompts), what="bias_toy")
     records = []
     for repeat in range(size):  # interleaved, so that any head of the set holds every prompt
         for p, (text, objects, attributes) in enumerate(prompts):

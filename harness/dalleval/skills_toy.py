@@ -76,15 +76,9 @@ def build_skills_toy(dataset_cfg: Any, style: str) -> PromptSet:
             hint = f" ({NOT_APPLICABLE[skill]})" if skill in NOT_APPLICABLE else ""
             raise ConfigError(f"dataset.params.skills: {skill!r} has no toy prompt set{hint}; "
                               f"toy skills: {', '.join(TOY_SKILLS)}.")
-    from harness.toy.splits import EVAL_SPLITS, eval_indices
+    from harness.toy.splits import dataset_indices
 
-    if dataset_cfg.split not in EVAL_SPLITS:
-        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for skills_{style}, not "
-                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
-    size = int(dataset_cfg.size if dataset_cfg.size is not None else 40)
-    if size < 1:
-        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
-    indices = eval_indices(dataset_cfg.split, size * len(TOY_SKILLS), int(dataset_cfg.seed))
+    size, indices = dataset_indices(dataset_cfg, 40, per_record=len(TOY_SKILLS), what=f"skills_{style}")
     per_skill = {skill: indices[k::len(TOY_SKILLS)] for k, skill in enumerate(TOY_SKILLS)}
     records = [skill_record(style, skill, per_skill[skill][k], k)
                for k in range(size) for skill in skills]  # interleaved: any head holds every skill

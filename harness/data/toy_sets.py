@@ -35,25 +35,17 @@ WORLDS = ("toy_gen", "toy_unreal")
 
 
 def _scenes(dataset_cfg: Any, world: str, known: tuple[str, ...] = ("objects",)) -> list[tuple[int, Any]]:
-    from harness.toy.splits import EVAL_SPLITS, eval_indices, scene_for_index
+    from harness.toy.splits import dataset_indices, scene_for_index
 
     params = dict(dataset_cfg.params or {})
     unknown = set(params) - set(known)
     if unknown:
         raise ConfigError(f"dataset.params {sorted(unknown)} unknown for a toy dataset; known: {', '.join(known)} "
                           "(objects: 1, 2, 3 or null).")
-    if dataset_cfg.split not in EVAL_SPLITS:
-        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for toy datasets, not "
-                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
     objects = params.get("objects")
     if objects is not None and int(objects) not in (1, 2, 3):
         raise ConfigError(f"dataset.params.objects must be 1, 2, 3 or null (mixed), not {objects!r}.")
-    size = dataset_cfg.size if dataset_cfg.size is not None else DEFAULT_SIZE
-    if int(size) < 1:
-        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
-    if int(dataset_cfg.seed) < 0:
-        raise ConfigError(f"dataset.seed must be >= 0, got {dataset_cfg.seed}.")
-    indices = eval_indices(dataset_cfg.split, int(size), int(dataset_cfg.seed))
+    _, indices = dataset_indices(dataset_cfg, DEFAULT_SIZE)
     return [(index, scene_for_index(world, index, objects)) for index in indices]
 
 

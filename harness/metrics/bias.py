@@ -101,7 +101,6 @@ def mean_over_prompts(groups: dict[str, Sequence[str | None]], categories: Seque
 
 # ----------------------------------------------------------------------------- the metric
 
-import importlib  # noqa: E402
 from typing import Any  # noqa: E402
 
 from harness.data.prompts import PromptRecord  # noqa: E402
@@ -111,26 +110,13 @@ from harness.store.rows import MetricResult  # noqa: E402
 from harness.store.samples import Sample  # noqa: E402
 
 
-def build_attribute_reader(reader: str, options: dict[str, Any] | None = None) -> Any:
+def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -> Any:
     """``toy`` (exact toy reader), ``vqa`` (a VQA model, local weights) or ``module:Class``."""
-    if not isinstance(reader, str):  # an instance given directly (tests, notebooks)
-        return reader
-    options = dict(options or {})
-    if reader == "toy":
-        from harness.dalleval.bias_toy import ToyAttributeReader
+    from harness.registry import build_plugin
 
-        return ToyAttributeReader(**options)
-    if reader == "vqa":
-        from harness.dalleval.vqa_judge import VQAAttributeReader
-
-        return VQAAttributeReader(**options)
-    module_name, _, attribute = reader.partition(":")
-    if not attribute:
-        raise ConfigError(f"metric.bias_skew.reader={reader!r}: use toy, vqa or 'module:Class'.")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)(**options)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"metric.bias_skew.reader={reader!r} cannot be loaded: {error}") from None
+    return build_plugin(reader, {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
+                                 "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"},
+                        "metric.bias_skew.reader", options)
 
 
 class BiasSkew(Metric):

@@ -27,7 +27,6 @@ samples' overlays (image and every word's map) go to ``<run>/failures/figures/``
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -56,24 +55,13 @@ def binomial_ci(successes: int, trials: int, confidence: float = 0.95,
     return proportion_ci(int(successes), int(trials), confidence, INTERVALS[method])
 
 
-def build_reader(judge: str, options: dict[str, Any] | None = None) -> Any:
+def build_reader(judge: Any, options: dict[str, Any] | None = None) -> Any:
     """The reader behind ``judge``: ``toy``, ``detector`` or ``module:Class``."""
-    options = dict(options or {})
-    if judge == "toy":
-        from harness.dalleval.toy_reader import ToySceneReader
+    from harness.registry import build_plugin
 
-        return ToySceneReader(**options)
-    if judge == "detector":
-        from harness.dalleval.detector_judge import DetectorReader
-
-        return DetectorReader(**options)
-    module_name, _, attribute = judge.partition(":")
-    if not attribute:
-        raise ConfigError(f"metric.skill_accuracy.judge={judge!r}: use toy, detector or 'module:Class'.")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)(**options)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"metric.skill_accuracy.judge={judge!r} cannot be loaded: {error}") from None
+    return build_plugin(judge, {"toy": "harness.dalleval.toy_reader:ToySceneReader",
+                                "detector": "harness.dalleval.detector_judge:DetectorReader"},
+                        "metric.skill_accuracy.judge", options)
 
 
 def read_objects(reader: Any, image: np.ndarray, record: PromptRecord) -> tuple[list, list[np.ndarray] | None]:

@@ -29,20 +29,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.store.samples import file_sha256
+
 #: The libraries whose versions change generated samples' numbers: part of every sample key.
 NUMERICS_PACKAGES = ("torch", "diffusers", "transformers")
 #: Where the file-digest index lives unless HARNESS_HASH_INDEX names another file.
 DEFAULT_INDEX = "~/.cache/harness/file_sha256.jsonl"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class HashIndex:

@@ -61,6 +61,23 @@ def check_eval_split(split: str) -> None:
                            f"{', '.join(EVAL_SPLITS)} (dataset.split=dev for choices, test for reporting)")
 
 
+def dataset_indices(dataset_cfg, default_size: int, per_record: int = 1, what: str = "toy datasets") -> tuple[int, list[int]]:
+    """``(size, indices)`` for a dataset config over the toy evaluation splits: ``dataset.size``
+    (``default_size`` when unset) records, ``per_record`` scene indices each, drawn from
+    ``dataset.split`` with ``dataset.seed``; a bad split, size or seed is a :class:`ConfigError`."""
+    from harness.errors import ConfigError
+
+    if dataset_cfg.split not in EVAL_SPLITS:
+        raise ConfigError(f"dataset.split must be one of {', '.join(EVAL_SPLITS)} for {what}, not "
+                          f"{dataset_cfg.split!r} (dev: for choosing settings; test: for reporting them).")
+    size = int(dataset_cfg.size if dataset_cfg.size is not None else default_size)
+    if size < 1:
+        raise ConfigError(f"dataset.size must be >= 1, got {size}.")
+    if int(dataset_cfg.seed) < 0:
+        raise ConfigError(f"dataset.seed must be >= 0, got {dataset_cfg.seed}.")
+    return size, eval_indices(dataset_cfg.split, size * per_record, int(dataset_cfg.seed))
+
+
 def eval_indices(split: str, size: int, seed: int = 0) -> list[int]:
     """Scene indices of a `size`-scene sample of evaluation split `split` ("dev" or "test").
 
