@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -156,17 +157,15 @@ class BiasSkew(Metric):
         self.reference, self.reference_scenes = reference, int(reference_scenes)
         self.resamples, self.per_noun = int(resamples), bool(per_noun)
         self.estimate = (not isinstance(reader, str) or reader != "toy") if estimate is None else bool(estimate)
-        self._reader = None
 
     def check_available(self) -> None:
         """Build the reader now: missing judge weights stop the run before it generates."""
         _ = self.reader
 
-    @property
+    @cached_property
     def reader(self) -> Any:
-        if self._reader is None:
-            self._reader = build_attribute_reader(self.reader_name, self.reader_options)
-        return self._reader
+        """The judge, built on first use (it may load weights)."""
+        return build_attribute_reader(self.reader_name, self.reader_options)
 
     def reset(self) -> None:
         # (image index, group key, noun, n_objects, attribute, label or None)

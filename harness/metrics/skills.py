@@ -28,6 +28,7 @@ samples' overlays (image and every word's map) go to ``<run>/failures/figures/``
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +90,15 @@ class SkillAccuracy(Metric):
         self.interval, self.confidence = interval, float(confidence)
         self.not_applicable = dict(not_applicable or {})
         self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
-        self._reader = None
 
     def check_available(self) -> None:
         """Build the reader now: a missing detector checkpoint stops the run before it generates."""
         _ = self.reader
 
-    @property
+    @cached_property
     def reader(self) -> Any:
-        if self._reader is None:
-            self._reader = build_reader(self.judge, self.judge_options)
-        return self._reader
+        """The judge, built on first use (it may load weights)."""
+        return build_reader(self.judge, self.judge_options)
 
     def reset(self) -> None:
         self.passed: dict[str, list[int]] = {}
@@ -187,7 +186,7 @@ class SkillAccuracy(Metric):
         save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
 
     def _identity(self) -> str:
-        reader = self._reader
+        reader = self.__dict__.get("reader")  # the judge if it was built; never built just for a name
         return reader.identity() if reader is not None and hasattr(reader, "identity") else str(self.judge)
 
 
