@@ -79,6 +79,10 @@ class StoreConfig:
 
     root: str = "results/cache"
     verify: bool = True  #: check file checksums when a cached sample is reused
+    #: per-sample arrays (heat maps, difference maps): ``keep`` them in the store, or ``drop``
+    #: them once the run has scored its samples (images stay; a later run that needs the
+    #: arrays regenerates those samples)
+    arrays: str = "keep"
 
 
 @dataclass

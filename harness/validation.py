@@ -66,6 +66,16 @@ def check_size(height: Any, width: Any, multiple: int, model: str = "the model",
                               f"e.g. {max(multiple, round(int(value) / multiple) * multiple)}.")
 
 
+def check_store(store: Any) -> None:
+    """``store.arrays`` is one of :data:`harness.store.samples.ARRAYS_POLICIES`."""
+    from harness.store.samples import ARRAYS_POLICIES
+
+    policy = store.get("arrays", "keep") if hasattr(store, "get") else getattr(store, "arrays", "keep")
+    if policy not in ARRAYS_POLICIES:
+        raise ConfigError(f"store.arrays={policy}: say keep (per-sample arrays stay in the store) or drop "
+                          "(removed once the run has scored its samples; images stay).")
+
+
 def check_prompts(model: str, prompts: Iterable[tuple[str, str]]) -> None:
     """Every (where, prompt) in the closed vocabulary of ``model`` (the toy model); others pass."""
     if model not in CLOSED_VOCABULARY_MODELS:

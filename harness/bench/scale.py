@@ -24,6 +24,13 @@ generating SPEEDUP_IMAGES = 32 images (tiny_random 64x64, batch 4, SPEEDUP_STEPS
 store and scoring them in the driver. A local Ray instance is started once with 2 CPUs and
 warmed up (worker processes imported) before timing; the two alternate, medians.
 
+``store_*_bytes_per_sample``: what one DAAM sample costs on disk at SD 2's sizes: ``harness run
+method=daam`` on the SD 2-base stand-in (harness.models.standins; the real latent grid, 64x64
+at 512x512) over ARRAYS_IMAGES smoke prompts, 1 step, heat maps of every word (method.words_source=all); bytes of the
+store's image files and arrays files per sample with ``store.arrays=keep``, and what is left
+after a second store is filled with ``store.arrays=drop`` (rows equal, asserted). The
+30,000-image projection is 30,000 x these bytes.
+
 The machines are shared: the log says what else was running is not controlled; the figures
 are ratios measured in one process where possible.
 """
@@ -53,6 +60,8 @@ OVERHEAD_STEPS = 4
 SPEEDUP_IMAGES = 32
 SPEEDUP_STEPS = 4
 REPEATS = 2
+ARRAYS_IMAGES = 8
+ARRAYS_SIZE = 512
 
 
 def compose(overrides: list[str]):
@@ -224,10 +233,53 @@ def shard_speedup_2_workers(images: int = SPEEDUP_IMAGES, steps: int = SPEEDUP_S
             "shard_speedup_images": images, "shard_speedup_steps": steps}
 
 
+# ---------------------------------------------------------------------------------------------
+# store_bytes_per_sample
+
+
+def _store_bytes(store: Path) -> dict[str, int]:
+    sizes = {"image": 0, "arrays": 0, "meta": 0}
+    for path in store.glob("*/*/*"):
+        kind = "image" if path.name.endswith(".png") else "arrays" if path.name.endswith(".npz") else "meta"
+        sizes[kind] += path.stat().st_size
+    return sizes
+
+
+def store_bytes_per_sample(images: int = ARRAYS_IMAGES, size: int = ARRAYS_SIZE) -> dict[str, float]:
+    from harness.models.standins import save_standin
+    from harness.run import run_experiment
+
+    _quiet()
+    with tempfile.TemporaryDirectory(prefix="bench-arrays-") as folder:
+        weights = save_standin("sd2_base", Path(folder) / "sd2_base")
+        runs = {}
+        for policy in ("keep", "drop"):
+            cfg = compose(["method=daam", "method.words_source=all", "model=sd2_base", f"model.path={weights}",
+                           "dataset=smoke_prompts", f"dataset.size={images}", "generation.steps=1",
+                           "generation.batch_size=4", f"generation.height={size}", f"generation.width={size}",
+                           "figures=false", f"store.root={folder}/{policy}", f"store.arrays={policy}"])
+            outcome = run_experiment(cfg, Path(folder) / f"run-{policy}")
+            assert outcome.generated == images
+            runs[policy] = (outcome.rows, _store_bytes(Path(folder) / policy))
+        keep_rows, keep = runs["keep"]
+        drop_rows, drop = runs["drop"]
+        quality = [(frame[frame["kind"] == "quality"]["value"].tolist()) for frame in (keep_rows, drop_rows)]
+        assert quality[0] == quality[1], "dropping arrays changed a scored value"
+        words = sum(len(meta) for meta in [json.loads(p.read_text())["meta"].get("words", [])
+                                            for p in (Path(folder) / "keep").glob("*/*/meta.json")])
+    return {"store_arrays_bytes_per_sample_keep": keep["arrays"] / images,
+            "store_arrays_bytes_per_sample_drop": drop["arrays"] / images,
+            "store_image_bytes_per_sample": keep["image"] / images,
+            "store_meta_bytes_per_sample": keep["meta"] / images,
+            "store_arrays_bytes_per_word_map": keep["arrays"] / max(words, 1),
+            "store_bytes_images": images, "store_bytes_image_size": size}
+
+
 def run(report: dict) -> None:
     report.update(rss_growth_ratio())
     report.update(harness_overhead_ratio())
     report.update(shard_speedup_2_workers())
+    report.update(store_bytes_per_sample())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-child", type=int, help="(internal) one run of this many samples; peak RSS to --out")
     parser.add_argument("--size", type=int, default=RSS_SIZE)
     parser.add_argument("--out")
-    parser.add_argument("--figures", nargs="*", choices=["rss", "overhead", "speedup"],
+    parser.add_argument("--figures", nargs="*", choices=["rss", "overhead", "speedup", "arrays"],
                         help="measure only these (default: all), printing JSON")
     parser.add_argument("--rss-n", type=int, default=RSS_N)
     parser.add_argument("--repeats", type=int, default=REPEATS)
@@ -244,13 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         _rss_child(options.size, options.rss_child, options.out)
         return 0
     report: dict = {}
-    chosen = options.figures or ["rss", "overhead", "speedup"]
+    chosen = options.figures or ["rss", "overhead", "speedup", "arrays"]
     if "rss" in chosen:
         report.update(rss_growth_ratio(options.rss_n, options.size))
     if "overhead" in chosen:
         report.update(harness_overhead_ratio(repeats=options.repeats))
     if "speedup" in chosen:
         report.update(shard_speedup_2_workers(repeats=options.repeats))
+    if "arrays" in chosen:
+        report.update(store_bytes_per_sample())
     text = json.dumps(report, indent=2, sort_keys=True)
     print(text)
     if options.out:

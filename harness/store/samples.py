@@ -11,7 +11,11 @@ Several writers (processes, or machines on one shared file system) may fill one 
 an entry is made visible only by ``rename(2)`` of a complete folder, and renaming onto an
 existing non-empty folder fails (ENOTEMPTY/EEXIST) instead of replacing it, so the first
 finished copy of a key wins, the later one is discarded, and no reader ever sees a torn entry.
-Entries are never modified after the rename. Readers stream: :meth:`SampleStore.iter_samples`
+Entries are never modified after the rename, with one exception: a sample's named arrays live in
+their own file, ``arrays-<sha256>.npz`` (named by the SHA-256 of its bytes, so it verifies
+itself), which a run with ``store.arrays=drop`` removes once it has scored the sample (one
+``unlink``), and which a later run that needs the arrays puts back by regenerating the sample
+(one ``rename``). Either way a reader sees the whole file or none. Readers stream: :meth:`SampleStore.iter_samples`
 yields samples one at a time in the order asked, :class:`LazySamples` is a read-only mapping
 over the store, and :class:`SampleWriter` encodes and writes on a background thread so a run
 holds at most a few batches of samples at any time.
@@ -44,7 +48,12 @@ log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 IMAGE_FILE = "image.png"
+#: Arrays of entries written before arrays became detachable (read, and dropped, as before).
 ARRAYS_FILE = "arrays.npz"
+#: Arrays of newer entries: ``arrays-<sha256 of the file>.npz``.
+ARRAYS_PREFIX, ARRAYS_SUFFIX = "arrays-", ".npz"
+#: What ``store.arrays`` may say: keep a run's per-sample arrays, or drop them once scored.
+ARRAYS_POLICIES = ("keep", "drop")
 #: Appended to (one JSON line per committed sample) so tools and tests can audit generation.
 EVENTS_FILE = "events.jsonl"
 
@@ -79,6 +88,8 @@ class Sample:
     image: np.ndarray | None = None  #: uint8 HxWx3
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: names of the arrays this sample was made with whose file was dropped (not stored)
+    dropped_arrays: tuple[str, ...] = ()
 
 
 class SampleStore:
@@ -101,15 +112,25 @@ class SampleStore:
         return self.root / key[:2] / key
 
     def has(self, key: str) -> bool:
-        """Whether a finished entry exists for ``key`` (no reading, no checksum)."""
-        return (self.path(key) / META_FILE).is_file()
+        """Whether a finished entry exists for ``key`` with its arrays (reads the metadata only,
+        no checksum). An entry whose arrays were dropped does not count: it must be remade."""
+        folder = self.path(key)
+        try:
+            meta_doc = json.loads((folder / META_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        if not _declares_arrays(meta_doc):
+            return True
+        return bool(_arrays_files(folder)) or (folder / ARRAYS_FILE).is_file()
 
     def check(self, key: str) -> bool:
-        """Whether a finished, undamaged entry exists (reads it once when ``verify``; a damaged
-        one is removed, so the caller regenerates it). Nothing is kept in memory."""
+        """Whether a finished, undamaged entry with its arrays exists (reads it once when
+        ``verify``; a damaged one is removed, so the caller regenerates it; one whose arrays were
+        dropped is kept, and regenerating it puts the arrays back). Nothing is kept in memory."""
         if not self.verify:
             return self.has(key)
-        return self.get(key) is not None
+        sample = self.get(key)
+        return sample is not None and not sample.dropped_arrays
 
     def iter_samples(self, keys: Iterable[str]) -> Iterator[tuple[str, Sample]]:
         """``(key, sample)`` for each key in order, read one at a time; a missing or damaged
@@ -138,7 +159,12 @@ class SampleStore:
         checksums: dict[str, str] = meta_doc["checksums"]
         blobs = {}
         for name, expected in checksums.items():
-            data = (folder / name).read_bytes()
+            try:
+                data = (folder / name).read_bytes()
+            except FileNotFoundError:
+                if name == ARRAYS_FILE:  # an older entry whose arrays were dropped
+                    continue
+                raise
             if self.verify and hashlib.sha256(data).hexdigest() != expected:
                 raise ValueError(f"checksum mismatch in {name}")
             blobs[name] = data
@@ -146,17 +172,52 @@ class SampleStore:
         if IMAGE_FILE in blobs:
             with Image.open(io.BytesIO(blobs[IMAGE_FILE])) as pil:
                 image = np.asarray(pil.convert("RGB"))
+        data = blobs.get(ARRAYS_FILE) or self._read_arrays_file(folder)
         arrays: dict[str, np.ndarray] = {}
-        if ARRAYS_FILE in blobs:
+        if data is not None:
             # allow_pickle=False: arrays only, never objects.
-            with np.load(io.BytesIO(blobs[ARRAYS_FILE]), allow_pickle=False) as npz:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
-        return Sample(image=image, arrays=arrays, meta=meta_doc["meta"])
+        dropped = tuple(_declared_array_names(meta_doc)) if data is None else ()
+        return Sample(image=image, arrays=arrays, meta=meta_doc["meta"], dropped_arrays=dropped)
+
+    def _read_arrays_file(self, folder: Path) -> bytes | None:
+        """The bytes of the entry's arrays file, or None when it has none (never had, or dropped).
+        A file whose bytes do not match its name is damaged: removed, so the arrays are remade."""
+        for path in _arrays_files(folder):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # dropped by another run between listing and reading
+                continue
+            if self.verify and hashlib.sha256(data).hexdigest() != path.name[len(ARRAYS_PREFIX):-len(ARRAYS_SUFFIX)]:
+                log.warning("The arrays file %s is damaged; the sample's arrays will be regenerated.", path)
+                path.unlink(missing_ok=True)
+                continue
+            return data
+        return None
+
+    def drop_arrays(self, key: str) -> int:
+        """Remove the arrays of ``key``'s entry (image and metadata stay); returns the bytes freed.
+
+        A later run that needs the arrays regenerates the sample, and :meth:`put` puts them back."""
+        folder = self.path(key)
+        freed = 0
+        for path in [*_arrays_files(folder), folder / ARRAYS_FILE]:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            freed += size
+        return freed
 
     def put(self, key: str, sample: Sample, spec: dict[str, Any] | None = None) -> Path:
-        """Write ``sample`` atomically; returns its folder. An existing entry is kept."""
+        """Write ``sample`` atomically; returns its folder. An existing entry is kept; if its
+        arrays were dropped, ``sample``'s arrays are put back (the rest of ``sample`` is discarded)."""
         final = self.path(key)
         if final.is_dir():
+            if sample.arrays and not self.has(key) and (final / META_FILE).is_file():
+                self._restore_arrays(key, final, sample.arrays)
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{key[:12]}-"))
@@ -167,10 +228,10 @@ class SampleStore:
                 Image.fromarray(_as_uint8_rgb(sample.image)).save(buffer, format="PNG")
                 checksums[IMAGE_FILE] = _write(staging / IMAGE_FILE, buffer.getvalue())
             if sample.arrays:
-                buffer = io.BytesIO()
-                np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in sample.arrays.items()})
-                checksums[ARRAYS_FILE] = _write(staging / ARRAYS_FILE, buffer.getvalue())
-            meta_doc = {"key": key, "spec": spec, "meta": sample.meta, "checksums": checksums}
+                data = _encode_arrays(sample.arrays)
+                _write(staging / _arrays_name(data), data)  # the name is the checksum
+            meta_doc = {"key": key, "spec": spec, "meta": sample.meta, "checksums": checksums,
+                        "array_names": sorted(sample.arrays)}
             text = json.dumps(meta_doc, sort_keys=True, indent=1, default=_json_default)
             _write(staging / META_FILE, text.encode("utf-8"))
             _fsync_dir(staging)
@@ -189,8 +250,24 @@ class SampleStore:
         self._log_event(key)
         return final
 
-    def _log_event(self, key: str) -> None:
-        line = json.dumps({"key": key, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n"
+    def _restore_arrays(self, key: str, final: Path, arrays: dict[str, np.ndarray]) -> None:
+        """Put a regenerated sample's arrays into its entry: written beside the entry, then
+        renamed in (the name is the checksum, so two runs restoring at once cannot clash)."""
+        data = _encode_arrays(arrays)
+        handle, temporary = tempfile.mkstemp(dir=final.parent, prefix=f".tmp-{key[:12]}-arrays-")
+        os.close(handle)
+        try:
+            _write(Path(temporary), data)
+            os.rename(temporary, final / _arrays_name(data))
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        _fsync_dir(final)
+        self._log_event(key, restored="arrays")
+
+    def _log_event(self, key: str, **extra: Any) -> None:
+        line = json.dumps({"key": key, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                           **extra}) + "\n"
         # One small O_APPEND write per line: lines from concurrent writers do not interleave.
         fd = os.open(self.root / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -214,7 +291,10 @@ class SampleStore:
                     continue
             except OSError:
                 continue
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:  # an arrays file being put back into an entry
+                leftover.unlink(missing_ok=True)
             removed += 1
         return removed
 
@@ -308,6 +388,31 @@ class SampleWriter:
                 self.close()
             except BaseException:
                 log.exception("the sample writer failed while the run was stopping")
+
+
+def _encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def _arrays_name(data: bytes) -> str:
+    return f"{ARRAYS_PREFIX}{hashlib.sha256(data).hexdigest()}{ARRAYS_SUFFIX}"
+
+
+def _arrays_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(f"{ARRAYS_PREFIX}*{ARRAYS_SUFFIX}"))
+
+
+def _declared_array_names(meta_doc: dict[str, Any]) -> list[str]:
+    """The arrays an entry was written with (older entries: ``["*"]`` when they had any)."""
+    if "array_names" in meta_doc:
+        return list(meta_doc["array_names"])
+    return ["*"] if ARRAYS_FILE in meta_doc.get("checksums", {}) else []
+
+
+def _declares_arrays(meta_doc: dict[str, Any]) -> bool:
+    return bool(_declared_array_names(meta_doc))
 
 
 def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:

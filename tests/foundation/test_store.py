@@ -37,11 +37,27 @@ def test_damaged_entry_is_detected_and_removed(store_root):
     store = SampleStore(store_root)
     key = "ef" * 32
     folder = store.put(key, make_sample())
-    data = bytearray((folder / "arrays.npz").read_bytes())
+    data = bytearray((folder / "image.png").read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (folder / "arrays.npz").write_bytes(bytes(data))
+    (folder / "image.png").write_bytes(bytes(data))
     assert store.get(key) is None
     assert not folder.exists(), "a damaged entry must be removed so it is regenerated"
+
+
+def test_damaged_arrays_file_is_removed_and_put_back_by_regeneration(store_root):
+    store = SampleStore(store_root)
+    key = "fe" * 32
+    folder = store.put(key, make_sample())
+    (arrays_file,) = folder.glob("arrays-*.npz")
+    data = bytearray(arrays_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    arrays_file.write_bytes(bytes(data))
+    damaged = store.get(key)
+    assert damaged.arrays == {} and damaged.dropped_arrays == ("map",)
+    assert not arrays_file.exists() and folder.exists(), "only the damaged arrays file goes; the image stays"
+    assert not store.check(key) and not store.has(key)
+    store.put(key, make_sample())
+    np.testing.assert_array_equal(store.get(key).arrays["map"], make_sample().arrays["map"])
 
 
 def test_truncated_metadata_is_treated_as_damaged(store_root):
@@ -91,3 +107,58 @@ def test_unwritable_store_root_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(HarnessError, match="not writable"):
         SampleStore(blocker / "cache")
+
+
+def test_dropped_arrays_keep_image_and_meta_and_come_back_on_regeneration(store_root):
+    store = SampleStore(store_root)
+    key = "a1" * 32
+    folder = store.put(key, make_sample(7), {"prompt": "x"})
+    (arrays_file,) = folder.glob("arrays-*.npz")
+    size = arrays_file.stat().st_size
+    assert store.has(key) and store.check(key)
+
+    assert store.drop_arrays(key) == size
+    assert store.drop_arrays(key) == 0, "dropping twice frees nothing more"
+    dropped = store.get(key)
+    np.testing.assert_array_equal(dropped.image, make_sample(7).image)
+    assert dropped.meta == {"seconds": 0.5} and dropped.arrays == {} and dropped.dropped_arrays == ("map",)
+    assert not store.has(key) and not store.check(key), "a sample without its arrays must be remade"
+
+    # Regeneration (different pixels, to show which parts are kept): the image stays the first one,
+    # the arrays come back, and the event log records a restoration, not a second generation.
+    regenerated = make_sample(9)
+    regenerated.arrays["map"] = regenerated.arrays["map"] + 1
+    store.put(key, regenerated)
+    back = store.get(key)
+    assert back.image[1, 1, 0] == 7 and back.dropped_arrays == ()
+    np.testing.assert_array_equal(back.arrays["map"], make_sample().arrays["map"] + 1)
+    assert store.has(key) and store.check(key)
+    events = [json.loads(line) for line in (store_root / EVENTS_FILE).read_text().splitlines()]
+    assert [(e["key"], e.get("restored")) for e in events] == [(key, None), (key, "arrays")]
+
+
+def test_a_sample_without_arrays_is_complete_and_has_nothing_to_drop(store_root):
+    store = SampleStore(store_root)
+    key = "b2" * 32
+    store.put(key, Sample(image=make_sample().image, meta={}))
+    assert store.drop_arrays(key) == 0
+    assert store.has(key) and store.check(key) and store.get(key).dropped_arrays == ()
+
+
+def test_entries_written_with_a_single_arrays_npz_are_read_and_dropped(store_root):
+    """Entries from before arrays became detachable hold ``arrays.npz`` listed in the checksums."""
+    import hashlib
+    import io
+
+    store = SampleStore(store_root)
+    key = "c3" * 32
+    folder = store.path(key)
+    folder.mkdir(parents=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, map=np.ones((2, 2), np.float32))
+    (folder / "arrays.npz").write_bytes(buffer.getvalue())
+    checksums = {"arrays.npz": hashlib.sha256(buffer.getvalue()).hexdigest()}
+    (folder / "meta.json").write_text(json.dumps({"key": key, "spec": None, "meta": {}, "checksums": checksums}))
+    assert store.check(key) and store.get(key).arrays["map"].sum() == 4
+    assert store.drop_arrays(key) == len(buffer.getvalue())
+    assert store.get(key).dropped_arrays == ("*",) and not store.check(key)

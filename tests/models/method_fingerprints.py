@@ -53,7 +53,7 @@ RUNS: list[list[str]] = [
     ["experiment=daam_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=2",
      "generation.steps=2", "generation.guidance_scale=5.0", "generation.batch_size=2"],
     ["experiment=emerdiff_cocostuff", "model=tiny_random", "dataset=synthetic_segments", "smoke=true",
-     "~baseline.kmeans_colours"],
+     "~baseline.kmeans_colours", "method.save_difference_maps=true"],
     ["experiment=daam_pos_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=2",
      "generation.steps=2", "generation.batch_size=2"],
     ["experiment=entanglement_adjective_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0",
