@@ -13,7 +13,8 @@ and the model, not by the number of samples.
 
 Sharding (``shard.index=I shard.count=N``) keeps every N-th record of the prompt set, starting
 at record I (positions in the prompt set, so the split is the same for every method and
-paired comparisons stay paired); a shard run only generates its part into the shared store.
+paired comparisons stay paired); a shard run only generates its part into the shared store,
+with the per-sample baselines' predictions of it.
 The run without ``shard`` then generates nothing and scores the whole set. ``executor=ray``
 fans the shards out as Ray tasks (:mod:`harness.executors`) and scores in the driver.
 
@@ -198,10 +199,40 @@ def generate_part(cfg: DictConfig, cwd: Path | None, index: int, count: int) -> 
     shard job or one Ray worker does): (generated, reused). Loads the model once."""
     store = SampleStore(resolve_path(cfg.store.root, cwd), verify=cfg.store.verify)
     prompt_set = build_prompt_set(cfg)
+    generated, reused, _predicted = _generate_shard(cfg, store, prompt_set, index, count)
+    return generated, reused
+
+
+def _generate_shard(cfg: DictConfig, store: SampleStore, prompt_set: PromptSet, index: int,
+                    count: int) -> tuple[int, int, int]:
+    """Shard ``index`` of ``count``: its samples, then the per-sample baselines' predictions of
+    them, into the store; (generated, reused, predictions made)."""
     records = shard_records(prompt_set.records, index, count)
     method, settings = build_method(cfg, prompt_set)
     plan = plan_samples(method, records, cfg.seed)
-    return generate_missing(method, plan, store, settings.batch_size)
+    generated, reused = generate_missing(method, plan, store, settings.batch_size)
+    baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), method.model)
+    return generated, reused, predict_part(baselines, plan, store)
+
+
+def predict_part(baselines: list[Baseline], plan: list[PlannedSample], store: SampleStore) -> int:
+    """The predictions of every per-sample baseline for the planned samples, made and stored
+    where missing (a shard does this, so the scoring run only reads them); returns how many
+    were made. Dataset-level baselines (one fit over the whole set) and skipped ones are left
+    to the scoring run."""
+    per_sample = [b for b in baselines if not b.skipped_reason and not getattr(b, "dataset_level", False)]
+    made = 0
+    if not per_sample:
+        return made
+    with SampleWriter(store) as writer:
+        for planned, sample in tqdm(_stream(plan, store), total=len(plan), desc="baselines", unit="sample",
+                                    leave=False):
+            for baseline in per_sample:
+                key, spec = prediction_key(baseline, planned.key, None)
+                if not store.check(key):
+                    predict_one(baseline, planned.record, sample, key, spec, store, writer)
+                    made += 1
+    return made
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None) -> RunOutcome:
@@ -326,14 +357,14 @@ def _run_shard(cfg: DictConfig, run_dir: Path, store: SampleStore, prompt_set: P
     import json
 
     records = shard_records(prompt_set.records, index, count)
-    method, settings = build_method(cfg, prompt_set)
-    plan = plan_samples(method, records, cfg.seed)
-    generated, reused = generate_missing(method, plan, store, settings.batch_size)
+    generated, reused, predicted = _generate_shard(cfg, store, prompt_set, index, count)
     document = {"shard": {"index": index, "count": count}, "records": len(records), "of": len(prompt_set),
-                "generated": generated, "reused": reused, "store": str(store.root)}
+                "generated": generated, "reused": reused, "baseline_predictions_made": predicted,
+                "store": str(store.root)}
     (run_dir / "shard.json").write_text(json.dumps(document, indent=1) + "\n")
-    log.info("shard %d/%d: %d record(s) of %d; generated %d, reused %d; score with the same command "
-             "without shard.*", index, count, len(records), len(prompt_set), generated, reused)
+    log.info("shard %d/%d: %d record(s) of %d; generated %d, reused %d, %d baseline prediction(s) made; score "
+             "with the same command without shard.*", index, count, len(records), len(prompt_set), generated,
+             reused, predicted)
     return RunOutcome(pd.DataFrame(), run_dir, generated, reused)
 
 

@@ -1,8 +1,9 @@
 """``executor=ray``: the shards of one experiment as Ray tasks, then scoring in the driver.
 
 Each of ``executor.num_workers`` tasks runs :func:`harness.run.generate_part` on shard I of N
-(N = num_workers): it loads the model once and generates its records into the shared store
-(the store is the only channel: no image passes through Ray's object store). The driver waits
+(N = num_workers): it loads the model once and generates its records, and the per-sample
+baselines' predictions of them, into the shared store (the store is the only channel: no
+image passes through Ray's object store). The driver waits
 for all tasks, then runs the experiment as usual and finds every sample in the store.
 
 ``executor.address`` joins an existing cluster (``auto`` on a cluster node, or

@@ -65,3 +65,27 @@ def test_three_shards_then_scoring_equal_one_unsharded_run(compose, tmp_path):
     per_sample = scored.rows[scored.rows["level"] == "sample"]
     assert set(per_sample["sample_key"]) == set(keys)
     assert all((sharded_store / key[:2] / key / "image.png").is_file() for key in per_sample["sample_key"])
+
+
+def test_shards_also_make_the_per_sample_baselines_predictions(compose, tmp_path):
+    """DAAM with the toy experiment's baselines: the shards predict every per-sample baseline on
+    their own samples; the scoring run only adds the dataset-level baseline's predictions (one
+    fit over the whole set) and its rows equal one unsharded run's."""
+    daam = ["experiment=daam_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=3",
+            "generation.steps=2", "generation.batch_size=2", "figures=false"]
+    store = tmp_path / "sharded"
+    made = []
+    for index in range(2):
+        run_experiment(compose([*daam, f"store.root={store}", f"shard.index={index}", "shard.count=2"]),
+                       tmp_path / f"shard{index}")
+        made.append(json.loads((tmp_path / f"shard{index}" / "shard.json").read_text())["baseline_predictions_made"])
+    per_sample = [name for name in compose(daam).baseline if name != "kmeans_dataset_hungarian"]
+    assert made == [2 * len(per_sample), 1 * len(per_sample)]
+    after_shards = len((store / EVENTS_FILE).read_text().splitlines())
+
+    scored = run_experiment(compose([*daam, f"store.root={store}"]), tmp_path / "scored")
+    assert (scored.generated, scored.reused) == (0, 3)
+    written_by_scoring = len((store / EVENTS_FILE).read_text().splitlines()) - after_shards
+    assert written_by_scoring == 3, "only the dataset-level baseline's predictions are left to the scoring run"
+    single = run_experiment(compose([*daam, f"store.root={tmp_path / 'single'}"]), tmp_path / "one")
+    pd.testing.assert_frame_equal(comparable(scored.rows), comparable(single.rows))
