@@ -16,6 +16,12 @@ and the tokenizer's vocabulary (the offline CLIP BPE of :mod:`harness.models.cli
 
 The values below are those of the published ``config.json`` files of each model's folders on
 the Hugging Face hub (cited per model); only the fields that shape the computation are written.
+The hub is not reachable here, so they were checked against copies of those files in other
+public code, and every value below agrees: the SD 1.5 UNet (widths, block types, heads,
+cross-attention size, sample size), the SD 2-base UNet; SDXL's UNet, VAE, both text encoders
+and scheduler; the CLIP ViT-L text tower of SD 1.5 and SDXL and the OpenCLIP ViT-H tower of
+SD 2.x. Not confirmed by a copy: SD 1.5's ``use_linear_projection`` (absent, so False), and the
+pad token of SDXL's first tokenizer (``<|endoftext|>`` here; one public port pads it with ``!``).
 
 ``python -m harness.models.standins sd15 DIR`` writes the sd15 stand-in to DIR.
 """
