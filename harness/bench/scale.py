@@ -31,6 +31,12 @@ store's image files and arrays files per sample with ``store.arrays=keep``, and 
 after a second store is filled with ``store.arrays=drop`` (rows equal, asserted). The
 30,000-image projection is 30,000 x these bytes.
 
+``pag_coco_shaped_peak_rss_bytes`` (only with ``--figures pag_coco``; about half an hour here):
+peak RSS of ``experiment=pag_coco`` with its smoke overrides (tiny_random narrowed as above,
+CFG+PAG, FID on pixels against rendered reference images) on PAG_COCO_IMAGES = 2,000 prompts at
+128x128, 1 step, in a fresh process; the FID is reported too, so two code versions can be
+checked to score the same.
+
 The machines are shared: the log says what else was running is not controlled; the figures
 are ratios measured in one process where possible.
 """
@@ -61,6 +67,7 @@ SPEEDUP_IMAGES = 32
 SPEEDUP_STEPS = 4
 REPEATS = 2
 ARRAYS_IMAGES = 8
+PAG_COCO_IMAGES = 2000
 ARRAYS_SIZE = 512
 
 
@@ -88,8 +95,11 @@ def _quiet() -> None:
 # rss_growth_ratio
 
 
-def _rss_child(size: int, images: int, out: str) -> None:
-    """In a fresh process: one run of ``images`` samples; writes its peak RSS (bytes)."""
+def _rss_child(size: int, images: int, out: str, experiment: str | None = None) -> None:
+    """In a fresh process: one run of ``images`` samples; writes its peak RSS (bytes).
+
+    ``experiment=pag_coco``: that experiment with its smoke overrides (the tiny stand-in, FID on
+    pixels against rendered reference images) instead of the plain generation run."""
     import torch
 
     from harness.run import run_experiment
@@ -97,14 +107,29 @@ def _rss_child(size: int, images: int, out: str) -> None:
     _quiet()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-rss-") as folder:
-        cfg = compose(["model=tiny_random", f"++model.architecture={RSS_ARCHITECTURE}", "dataset=smoke_prompts",
-                       f"dataset.size={images}", "generation.steps=1", "generation.batch_size=8", f"generation.height={size}",
-                       f"generation.width={size}", "figures=false", f"store.root={folder}/store"])
+        if experiment:
+            base = [f"experiment={experiment}", *compose([f"experiment={experiment}"]).smoke_overrides]
+        else:
+            base = ["model=tiny_random", "dataset=smoke_prompts", "generation.batch_size=8"]
+        cfg = compose([*base, f"++model.architecture={RSS_ARCHITECTURE}", f"dataset.size={images}",
+                       "generation.steps=1", f"generation.height={size}", f"generation.width={size}",
+                       "figures=false", f"store.root={folder}/store"])
         started = time.perf_counter()
-        outcome = run_experiment(cfg, Path(folder) / "run")
+        outcome = run_experiment(cfg, Path(folder) / "run", cwd=REPO_ROOT)
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    Path(out).write_text(json.dumps({"peak_rss": peak, "generated": outcome.generated, "seconds": seconds}))
+    fid = outcome.rows.query("level == 'aggregate' and metric == 'fid'")["value"].tolist() if experiment else []
+    Path(out).write_text(json.dumps({"peak_rss": peak, "generated": outcome.generated, "seconds": seconds,
+                                     "fid": fid}))
+
+
+def pag_coco_peak_rss(images: int = PAG_COCO_IMAGES, size: int = RSS_SIZE) -> dict[str, float]:
+    """Peak RSS of a ``pag_coco``-shaped run (not in ``make bench``: about half an hour here)."""
+    result = _child(["--rss-child", str(images), "--size", str(size), "--experiment", "pag_coco"])
+    assert result["generated"] == images
+    return {"pag_coco_shaped_peak_rss_bytes": result["peak_rss"], "pag_coco_shaped_images": images,
+            "pag_coco_shaped_size": size, "pag_coco_shaped_seconds": result["seconds"],
+            "pag_coco_shaped_fid": result["fid"]}
 
 
 def _child(args: list[str]) -> dict:
@@ -287,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-child", type=int, help="(internal) one run of this many samples; peak RSS to --out")
     parser.add_argument("--size", type=int, default=RSS_SIZE)
     parser.add_argument("--out")
-    parser.add_argument("--figures", nargs="*", choices=["rss", "overhead", "speedup", "arrays"],
+    parser.add_argument("--experiment", help="(internal) with --rss-child: that experiment's smoke stand-in")
+    parser.add_argument("--pag-coco-images", type=int, default=PAG_COCO_IMAGES)
+    parser.add_argument("--figures", nargs="*", choices=["rss", "overhead", "speedup", "arrays", "pag_coco"],
                         help="measure only these (default: all), printing JSON")
     parser.add_argument("--rss-n", type=int, default=RSS_N)
     parser.add_argument("--repeats", type=int, default=REPEATS)
     options = parser.parse_args(argv)
     if options.rss_child:
-        _rss_child(options.size, options.rss_child, options.out)
+        _rss_child(options.size, options.rss_child, options.out, options.experiment)
         return 0
     report: dict = {}
     chosen = options.figures or ["rss", "overhead", "speedup", "arrays"]
@@ -305,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         report.update(shard_speedup_2_workers(repeats=options.repeats))
     if "arrays" in chosen:
         report.update(store_bytes_per_sample())
+    if "pag_coco" in chosen:  # asked for by name only
+        report.update(pag_coco_peak_rss(options.pag_coco_images, options.size))
     text = json.dumps(report, indent=2, sort_keys=True)
     print(text)
     if options.out:
