@@ -18,10 +18,12 @@ The values below are those of the published ``config.json`` files of each model'
 the Hugging Face hub (cited per model); only the fields that shape the computation are written.
 The hub is not reachable here, so they were checked against copies of those files in other
 public code, and every value below agrees: the SD 1.5 UNet (widths, block types, heads,
-cross-attention size, sample size), the SD 2-base UNet; SDXL's UNet, VAE, both text encoders
-and scheduler; the CLIP ViT-L text tower of SD 1.5 and SDXL and the OpenCLIP ViT-H tower of
-SD 2.x. Not confirmed by a copy: SD 1.5's ``use_linear_projection`` (absent, so False), and the
-pad token of SDXL's first tokenizer (``<|endoftext|>`` here; one public port pads it with ``!``).
+cross-attention size, sample size, and ``use_linear_projection: false``, written out in a mirror
+of the SD 1.5 folder saved by a later diffusers), the SD 2-base and SD 2.1-base UNets; SDXL's UNet,
+VAE, both text encoders and scheduler; the CLIP ViT-L text tower of SD 1.5 and SDXL and the
+OpenCLIP ViT-H tower of SD 2.x; the pad tokens of SDXL's two tokenizers (``<|endoftext|>`` and
+``!`` in the ``special_tokens_map.json`` files of a diffusers folder fine-tuned from SDXL base;
+fine-tunes keep the base tokenizers; one public non-diffusers port pads the first with ``!``).
 
 ``python -m harness.models.standins sd15 DIR`` writes the sd15 stand-in to DIR.
 """
@@ -76,7 +78,7 @@ SD15_UNET = {  # stable-diffusion-v1-5/stable-diffusion-v1-5 unet/config.json
     "layers_per_block": 2,
     "attention_head_dim": 8,  # diffusers' name for the number of heads (8 in every block)
     "cross_attention_dim": 768,
-    "use_linear_projection": False,  # absent from the SD 1.5 config: 1x1 conv proj_in/proj_out
+    "use_linear_projection": False,  # 1x1 conv proj_in/proj_out
     "transformer_layers_per_block": 1,
     "sample_size": 64,
 }
