@@ -31,7 +31,7 @@ store's image files and arrays files per sample with ``store.arrays=keep``, and 
 after a second store is filled with ``store.arrays=drop`` (rows equal, asserted). The
 30,000-image projection is 30,000 x these bytes.
 
-``pag_coco_shaped_peak_rss_bytes`` (only with ``--figures pag_coco``; about half an hour here):
+``pag_coco_shaped_peak_rss_bytes`` (only with ``--figures pag_coco``; about 4 minutes here):
 peak RSS of ``experiment=pag_coco`` with its smoke overrides (tiny_random narrowed as above,
 CFG+PAG, FID on pixels against rendered reference images) on PAG_COCO_IMAGES = 2,000 prompts at
 128x128, 1 step, in a fresh process; the FID is reported too, so two code versions can be
@@ -124,7 +124,7 @@ def _rss_child(size: int, images: int, out: str, experiment: str | None = None) 
 
 
 def pag_coco_peak_rss(images: int = PAG_COCO_IMAGES, size: int = RSS_SIZE) -> dict[str, float]:
-    """Peak RSS of a ``pag_coco``-shaped run (not in ``make bench``: about half an hour here)."""
+    """Peak RSS of a ``pag_coco``-shaped run (asked for by name; not part of ``make bench``)."""
     result = _child(["--rss-child", str(images), "--size", str(size), "--experiment", "pag_coco"])
     assert result["generated"] == images
     return {"pag_coco_shaped_peak_rss_bytes": result["peak_rss"], "pag_coco_shaped_images": images,
