@@ -4,7 +4,7 @@ bare diffusers loop, and the speedup of two Ray workers over one.
 ``rss_growth_ratio``: (peak RSS of ``harness run`` on 4N samples - peak RSS on N samples) / raw
 bytes of the 3N extra images (H*W*3 each), tiny_random at 128x128, N = 250, 1 denoising step,
 batch 8, metrics mean_intensity and seconds_per_image, each run in its own fresh process with
-a fresh store (peak RSS: ``ru_maxrss`` of that process). About 1 when every sample stays in
+a fresh store (peak RSS: ``VmHWM`` of that process, see :func:`peak_rss_bytes`). About 1 when every sample stays in
 memory; 0 when memory does not depend on the number of samples. tiny_random's architecture is
 narrowed for this figure (RSS_ARCHITECTURE: UNet channels 8/16, VAE channels 8/16/16, so the
 latent is 32x32): with the default VAE a 128x128 image costs a self-attention over 64x64
@@ -117,10 +117,28 @@ def _rss_child(size: int, images: int, out: str, experiment: str | None = None) 
         started = time.perf_counter()
         outcome = run_experiment(cfg, Path(folder) / "run", cwd=REPO_ROOT)
         seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = peak_rss_bytes()
     fid = outcome.rows.query("level == 'aggregate' and metric == 'fid'")["value"].tolist() if experiment else []
     Path(out).write_text(json.dumps({"peak_rss": peak, "generated": outcome.generated, "seconds": seconds,
                                      "fid": fid}))
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes: ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    Not ``ru_maxrss``: Linux carries that high-water mark over fork and exec, so a fresh child
+    of a large parent (``make bench`` after the full-size SD 1.5 figures, about 6 GB) reports
+    the parent's peak instead of its own. ``VmHWM`` belongs to the address space, which exec
+    replaces. Elsewhere (no ``/proc``) ``ru_maxrss`` is the fallback (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def pag_coco_peak_rss(images: int = PAG_COCO_IMAGES, size: int = RSS_SIZE) -> dict[str, float]:
