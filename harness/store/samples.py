@@ -119,7 +119,7 @@ class SampleStore:
             meta_doc = json.loads((folder / META_FILE).read_text())
         except (OSError, ValueError):
             return False
-        if not _declares_arrays(meta_doc):
+        if not _declared_array_names(meta_doc):
             return True
         return bool(_arrays_files(folder)) or (folder / ARRAYS_FILE).is_file()
 
@@ -409,10 +409,6 @@ def _declared_array_names(meta_doc: dict[str, Any]) -> list[str]:
     if "array_names" in meta_doc:
         return list(meta_doc["array_names"])
     return ["*"] if ARRAYS_FILE in meta_doc.get("checksums", {}) else []
-
-
-def _declares_arrays(meta_doc: dict[str, Any]) -> bool:
-    return bool(_declared_array_names(meta_doc))
 
 
 def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
