@@ -178,7 +178,8 @@ BASELINES: Registry = Registry("baseline", package="harness.baselines")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
-for _name in ("toy", "sd15", "sd2_base", "sd21_base", "sdxl_base"):
+for _name in ("toy", "sd15", "sd2_base", "sd21_base", "sdxl_base", "sd3_medium", "sd35_medium", "flux_schnell",
+              "flux_dev", "toy_mmdit"):
     MODELS.register(_name, "harness.models.loader:load_pretrained")
 DATASETS.register("smoke_prompts", "harness.data.prompts:build_smoke_prompts")
 DATASETS.register("prompt_manifest", "harness.data.prompts:load_prompt_manifest")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from harness import REPO_ROOT
+from harness.attention.swap import resolve_unet
 from harness.errors import ConfigError, MissingWeightsError
 from harness.registry import MODELS
 
@@ -45,6 +46,12 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     "sd21_base": ModelSpec("stabilityai/stable-diffusion-2-1-base"),
     "sdxl_base": ModelSpec("stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline", 1024, 1024),
     "toy": ModelSpec("harness/toy", local_dir="weights/toy", height=32, width=32),
+    # multi-modal diffusion transformers (joint attention; see harness.models.mmdit_standins)
+    "sd3_medium": ModelSpec("stabilityai/stable-diffusion-3-medium-diffusers", "StableDiffusion3Pipeline", 1024, 1024),
+    "sd35_medium": ModelSpec("stabilityai/stable-diffusion-3.5-medium", "StableDiffusion3Pipeline", 1024, 1024),
+    "flux_schnell": ModelSpec("black-forest-labs/FLUX.1-schnell", "FluxPipeline", 1024, 1024),
+    "flux_dev": ModelSpec("black-forest-labs/FLUX.1-dev", "FluxPipeline", 1024, 1024),
+    "toy_mmdit": ModelSpec("harness/toy_mmdit", "StableDiffusion3Pipeline", 32, 32, local_dir="weights/toy_mmdit"),
 }
 
 SCHEDULERS = {
@@ -236,7 +243,7 @@ def _finish(pipeline: Any, model_cfg: Any, device: torch.device, dtype: torch.dt
     if model_cfg.scheduler:
         pipeline.scheduler = make_scheduler(model_cfg.scheduler, pipeline.scheduler.config)
     pipeline = pipeline.to(device)
-    if pipeline.unet.dtype != dtype:  # folders load in their own dtype; cast only when asked to
+    if resolve_unet(pipeline).dtype != dtype:  # folders load in their own dtype; cast only when asked to
         pipeline = pipeline.to(dtype=dtype)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
