@@ -7,7 +7,12 @@ import torch
 
 from harness.attention import BatchLayout
 from harness.attention import joint as joint_module
-from harness.attention.joint import JointAttentionTracer, concept_embeddings, joint_attention_layers, text_axis
+from harness.attention.joint import (
+    JointAttentionTracer,
+    concept_embeddings,
+    joint_attention_layers,
+    text_axis,
+)
 from harness.models.mmdit_standins import build_mmdit_standin
 
 PROMPT = "a red cat on a chair"
