@@ -189,6 +189,8 @@ class JointAttentionTracer(AttentionTracer):
 
     # -- hooks into AttentionTracer ---------------------------------------------------------------
     def _select_layers(self, patterns: list[str] | None, exclude: Sequence[str]) -> list[str]:
+        if patterns is not None and not patterns:  # no word maps (the concept stream alone)
+            return []
         return select_layers(self.model, patterns, exclude, joint_attention_layers(self.model))
 
     def _read_input(self, args: tuple, kwargs: dict) -> tuple[int, tuple[int, int]]:
