@@ -206,7 +206,8 @@ def test_a_cross_site_form_is_refused_even_with_the_raters_cookie_and_a_valid_to
         f'<!DOCTYPE html><form id="f" method="post" action="{server.url}/rate">'
         f'<input name="item_id" value="s0:dog:1"><input name="token" value="{token}">'
         '<input name="score" value="1"></form><script>document.getElementById("f").submit();</script>')
-    other = http.server.HTTPServer(("127.0.0.1", 0), _CrossSitePage)
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CrossSitePage)  # daemon threads: an idle
+    # connection Chromium keeps open cannot hold up shutdown
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         driver.get(f"http://127.0.0.1:{other.server_address[1]}/")
