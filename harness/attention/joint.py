@@ -9,7 +9,8 @@ joint key set, as the model computes it, for the kept batch rows (the :class:`Ba
 the UNet path). The probabilities are formed chunk by chunk over image queries (a chunk's
 scores against all keys give its log-sum-exp; only its text columns are kept, averaged over
 heads) and added to a running sum, so no (image x joint) matrix is ever held whole: a
-4,096-token Flux image keeps per layer a (4,096 x kept text tokens) sum, not 4,096 x 4,608 x 24.
+4,096-token Flux image keeps per layer a (4,096 x kept text tokens) sum, not 4,096 x 4,608 x 24,
+and a chunk's scores are bounded by a small multiple of the layer's own query tensor.
 
 The wrapped processors still compute every layer's output with the model's own processor, so a
 traced run produces the same image. Layer and step windows, per-step maps, batch layouts and
@@ -48,8 +49,12 @@ from harness.attention.swap import resolve_unet, select_layers
 from harness.attention.words import TextAxis, TextSegment
 from harness.errors import ConfigError
 
-#: score elements (rows x heads x queries x keys) formed at once; bounds the capture's extra memory (64 MiB in float32)
+#: score elements (rows x heads x queries x keys) formed at once: at most this many (64 MiB in float32) ...
 CHUNK_ELEMENTS = 1 << 24
+#: ... and at most this many times the layer's own query tensor (so the capture's extra working memory
+#: stays a small multiple of what the layer itself holds), but never fewer than CHUNK_MIN_ELEMENTS
+CHUNK_QUERY_FACTOR = 2
+CHUNK_MIN_ELEMENTS = 1 << 16
 
 #: The text axis of each joint-attention pipeline: (tokenizer attribute, offset, length or None for
 #: the pipeline's max_sequence_length). SD3: 77 CLIP positions (CLIP-L and bigG share one
@@ -331,7 +336,8 @@ class JointAttentionTracer(AttentionTracer):
         columns = columns.to(queries.device) + text_start
         rows, heads, image, _ = queries.shape
         result = queries.new_empty(rows, image, columns.numel())
-        chunk = max(1, CHUNK_ELEMENTS // max(1, rows * heads * keys_t.shape[-1]))
+        budget = min(CHUNK_ELEMENTS, max(CHUNK_MIN_ELEMENTS, CHUNK_QUERY_FACTOR * image_query.numel()))
+        chunk = max(1, budget // max(1, rows * heads * keys_t.shape[-1]))
         for start in range(0, image, chunk):
             scores = queries[:, :, start: start + chunk] @ keys_t  # (rows, heads, chunk, all keys)
             normaliser = scores.logsumexp(dim=-1, keepdim=True)
