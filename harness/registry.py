@@ -190,6 +190,13 @@ METHODS.register("cfg", "harness.methods.guidance:CFG")
 METHODS.register("pag", "harness.methods.guidance:PAG")
 METHODS.register("cfg_pag", "harness.methods.guidance:CFGPAG")
 METHODS.register("concept_attention", "harness.methods.concept_attention:ConceptAttention")
+# ConceptAttention's zero-shot segmentation protocol (issue 26) and the in-process MMDiT stand-ins.
+DATASETS.register("imagenet_segmentation", "harness.data.concept_sets:build_imagenet_segmentation")
+DATASETS.register("voc_concepts", "harness.data.concept_sets:build_voc_concepts")
+DATASETS.register("synthetic_concepts", "harness.data.concept_sets:build_synthetic_concepts")
+METRICS.register("concept_segmentation", "harness.metrics.concept_segmentation:ConceptSegmentation")
+for _name in ("tiny_sd3", "tiny_flux"):
+    MODELS.register(_name, "harness.models.loader:load_tiny_mmdit")
 METRICS.register("mean_intensity", "harness.metrics.image_stats:MeanIntensity")
 METRICS.register("seconds_per_image", "harness.metrics.cost:SecondsPerImage")
 METRICS.register("fid", "harness.metrics.fid:FID")

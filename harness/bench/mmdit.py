@@ -101,7 +101,7 @@ def _sd3_call(transformer: Any, inputs: dict[str, torch.Tensor], traced: bool, c
     with JointAttentionTracer(transformer, columns=columns, layout=BatchLayout(("uncond", "cond"))) as tracer:
         transformer(**inputs)
     maps = tracer.token_maps()[0]
-    maps[[3, 79]].mean(dim=0)  # one word's map, as word_heat_maps forms it
+    maps[[3, 14]].mean(dim=0)  # one word's map (CLIP position 3, T5 position 77 + 2), as word_heat_maps forms it
 
 
 def measure_sd3_shape(layers: int = SD3_LAYERS, repeats: int = SD3_REPEATS, size: int = SD3_SIZE,

@@ -128,6 +128,22 @@ def load_tiny_random(model_cfg: Any) -> LoadedModel:
     return LoadedModel("tiny_random", pipeline, fingerprint, device, dtype, model_cfg.height or 32, model_cfg.width or 32)
 
 
+#: in-process narrowed MMDiT stand-ins for smoke runs: name -> stand-in (see harness.models.mmdit_standins)
+TINY_MMDIT = {"tiny_sd3": "sd3_medium", "tiny_flux": "flux_schnell"}
+
+
+def load_tiny_mmdit(model_cfg: Any) -> LoadedModel:
+    """``model=tiny_sd3`` / ``tiny_flux``: a narrowed random-weight SD3-medium / FLUX.1-schnell stand-in, built in process."""
+    from harness.models.mmdit_standins import build_mmdit_standin
+
+    standin = TINY_MMDIT[model_cfg.name]
+    pipeline = _finish(build_mmdit_standin(standin, model_cfg.weights_seed, narrow=True), model_cfg,
+                       *resolve_device(model_cfg.device, model_cfg.dtype))
+    device, dtype = resolve_device(model_cfg.device, model_cfg.dtype)
+    fingerprint = f"{model_cfg.name}-narrow-seed{model_cfg.weights_seed}"
+    return LoadedModel(model_cfg.name, pipeline, fingerprint, device, dtype, model_cfg.height or 64, model_cfg.width or 64)
+
+
 def load_pretrained(model_cfg: Any) -> LoadedModel:
     """A known real model (``sd15``, ``sd2_base``, ``toy``, ...) from a folder or the offline cache."""
     import diffusers
