@@ -136,3 +136,19 @@ def test_a_daam_experiment_runs_on_an_mmdit_by_changing_model(folders, tmp_path)
         sample = store.get(meta_path.parent.name)
         assert all(layer.startswith("transformer_blocks.") for layer in sample.meta["layers"])
         assert all(f"heatmap:{w}" in sample.arrays for w in sample.meta["words"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["daam_pos_toy", "entanglement_adjective_toy"])
+def test_daam_analysis_experiments_run_on_an_mmdit_by_changing_model(compose, experiment, tmp_path):
+    """The DAAM analyses (daam_words, daam_swap methods and their metrics) on the narrowed SD3 stand-in."""
+    from harness.run import run_experiment
+
+    base = compose([f"experiment={experiment}"])
+    cfg = compose([f"experiment={experiment}", *base.smoke_overrides, "smoke=true", "model=tiny_sd3",
+                   "generation.height=64", "generation.width=64", f"store.root={tmp_path / 'store'}"])
+    assert cfg.model.name == "tiny_sd3"
+    outcome = run_experiment(cfg, tmp_path / "run")
+    aggregate = outcome.rows[outcome.rows["level"] == "aggregate"]
+    quality = aggregate[aggregate["kind"].fillna("quality") == "quality"]
+    assert outcome.generated >= 1 and quality["value"].notna().any()
