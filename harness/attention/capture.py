@@ -76,7 +76,9 @@ class BatchLayout:
         if guidance_scale is None:
             cfg = bool(getattr(pipeline, "do_classifier_free_guidance", False))
         else:
-            cfg = guidance_scale > 1 and getattr(unet.config, "time_cond_proj_dim", None) is None
+            # Flux's pipelines have no CFG branch in the batch (guidance is an embedding; "true CFG" is a second call)
+            cfg = (guidance_scale > 1 and getattr(unet.config, "time_cond_proj_dim", None) is None
+                   and hasattr(type(pipeline), "do_classifier_free_guidance"))
         is_pag = hasattr(pipeline, "set_pag_applied_layers")
         if pag_scale is None:
             pag = is_pag and bool(getattr(pipeline, "do_perturbed_attention_guidance", False))

@@ -177,6 +177,12 @@ def test_cfg_layout_keeps_the_conditional_rows(sd3):
     assert not torch.allclose(other.token_maps(), results[0])
 
 
+def test_batch_layout_of_sd3_and_flux_pipelines(sd3, flux):
+    assert BatchLayout.for_pipeline(sd3, guidance_scale=3.0).branches == ("uncond", "cond")
+    assert BatchLayout.for_pipeline(sd3, guidance_scale=1.0).branches == ("cond",)
+    assert BatchLayout.for_pipeline(flux, guidance_scale=3.5).branches == ("cond",)  # guidance embedding, no CFG rows
+
+
 def test_step_window_and_layer_patterns(sd3):
     with JointAttentionTracer(sd3, layers=["transformer_blocks.1.*"], step_window=[1, 2]) as tracer:
         _generate(sd3)
