@@ -9,7 +9,7 @@ small striped blue circles"). Compared with v1 (flat colours on flat backgrounds
   instance gets its own shade (hue, saturation, value jitter) and a lighting gradient, and a
   textured fill mixes the shade with a darker or lighter tone of the same family, so a pixel's
   RGB does not name its object.
-- Backgrounds: plain, gradient, grain, stripes or grid, in a shaded colour; named in the caption
+- Backgrounds: gradient, grain, stripes, checks or grid, in a shaded colour; named in the caption
   or not ("on a gray background").
 - Shapes with parts thinner than a latent cell (ring, cross, crescent) beside solid ones.
 - Occlusion: instances may overlap; later ones are drawn on top, each mask holds the visible
@@ -53,7 +53,7 @@ NEUTRALS: dict[str, tuple[float, float]] = {"white": (0.93, 0.05), "gray": (0.55
 BACKGROUND_COLOURS: tuple[str, ...] = tuple(NEUTRALS) + OBJECT_COLOURS
 TEXTURES: tuple[str, ...] = ("solid", "striped", "checked", "dotted")
 #: Background patterns; the caption never names them (a nuisance, as textures in real photos).
-BACKGROUND_PATTERNS: tuple[str, ...] = ("plain", "gradient", "grain", "stripes", "grid")
+BACKGROUND_PATTERNS: tuple[str, ...] = ("gradient", "grain", "stripes", "checks", "grid")
 SIZES: tuple[str, ...] = ("small", "large")
 #: Bounding-circle radius of an instance as a fraction of the image side.
 SIZE_RADIUS: dict[str, float] = {"small": 0.11, "large": 0.18}
@@ -112,7 +112,7 @@ class Group:
 @dataclass(frozen=True)
 class Background:
     colour: str
-    pattern: str = "plain"
+    pattern: str = "gradient"
     shade: tuple[float, float, float] = (0.0, 0.0, 0.93)
     angle: float = 0.0
     period: float = 8.0
@@ -197,9 +197,9 @@ def _sample_instance_style(rng: np.random.Generator, colour: str) -> dict:
     hue = (HUES[colour] + rng.uniform(-7, 7)) % 360
     return dict(
         rotation=float(rng.uniform(0, 2 * np.pi)),
-        shade=(float(hue), float(rng.uniform(0.55, 0.95)), float(rng.uniform(0.6, 0.95))),
+        shade=(float(hue), float(rng.uniform(0.55, 0.95)), float(rng.uniform(0.5, 0.95))),
         light_angle=float(rng.uniform(0, 2 * np.pi)),
-        light_strength=float(rng.uniform(0.1, 0.3)),
+        light_strength=float(rng.uniform(0.15, 0.4)),
         pattern_angle=float(rng.uniform(0, np.pi)),
         pattern_period=float(rng.uniform(3.5, 5.5)),
         pattern_phase=(float(rng.uniform(0, 1)), float(rng.uniform(0, 1))),
@@ -295,7 +295,7 @@ def build_scene(
         shade=shade,
         angle=float(rng.uniform(0, np.pi)),
         period=float(rng.uniform(5, 12)),
-        contrast=float(rng.uniform(0.08, 0.22)),
+        contrast=float(rng.uniform(0.12, 0.3)),
         seed=int(rng.integers(2**31)),
     )
     scene = Scene(groups=tuple(groups), background=background, say_background=bool(rng.random() < p_say_background),
@@ -439,11 +439,14 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     value = np.full((size, size), v)
     u = (xs * np.cos(bg.angle) + ys * np.sin(bg.angle))
     if bg.pattern == "gradient":
-        value = value + bg.contrast * 1.5 * (u / size - 0.5) * 2
+        value = value + bg.contrast * 2.0 * (u / size - 0.5) * 2
     elif bg.pattern == "grain":
         value = value + bg.contrast * np.random.default_rng(bg.seed).normal(0, 0.6, (size, size))
     elif bg.pattern == "stripes":
         value = value + bg.contrast * (np.floor(u / bg.period * 2) % 2 - 0.5) * 2
+    elif bg.pattern == "checks":
+        w = (-xs * np.sin(bg.angle) + ys * np.cos(bg.angle))
+        value = value + bg.contrast * ((np.floor(u / bg.period) + np.floor(w / bg.period)) % 2 - 0.5) * 2
     elif bg.pattern == "grid":
         w = (-xs * np.sin(bg.angle) + ys * np.cos(bg.angle))
         line = ((u % bg.period) < 1.0) | ((w % bg.period) < 1.0)
@@ -459,9 +462,9 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         light = inst.light_strength * (px * np.cos(inst.light_angle) + py * np.sin(inst.light_angle)) / inst.radius
         second = _pattern(group.texture, px, py, inst.pattern_angle, inst.pattern_period, inst.pattern_phase)
         if inst.second_tone_dark:
-            tone_v, tone_s = ival * 0.45, isat
+            tone_v, tone_s = ival * 0.35, isat
         else:
-            tone_v, tone_s = min(1.0, ival * 0.3 + 0.7), isat * 0.35
+            tone_v, tone_s = min(1.0, ival * 0.25 + 0.75), isat * 0.25
         val = np.clip((1 - second) * ival + second * tone_v + light, 0, 1)
         sat = (1 - second) * isat + second * tone_s
         rgb[where] = _hsv_to_rgb(np.full(val.shape, ih), sat, val)
