@@ -545,6 +545,15 @@ def word_masks(scene: Scene, labels: np.ndarray) -> list[np.ndarray | None]:
     return [np.isin(labels, w.mask_ids) if w.mask_ids else None for w in caption(scene).words]
 
 
+def semantic_labels(scene: Scene, instance_labels: np.ndarray) -> np.ndarray:
+    """int32 HxW: 0 background, 1 + SHAPES.index(shape) for every instance's visible pixels
+    (one group per shape in a sampled scene, so a shape class is a group)."""
+    classes = np.zeros(int(instance_labels.max()) + 1, np.int32)
+    for k, (g, _) in enumerate(scene.instances):
+        classes[k + 1] = 1 + SHAPES.index(scene.groups[g].shape)
+    return classes[instance_labels]
+
+
 def colour_name_rgb(colour: str) -> tuple[int, int, int]:
     """A representative RGB of a colour name (for legends; the renderer varies around it)."""
     if colour in NEUTRALS:
