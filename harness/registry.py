@@ -178,7 +178,7 @@ BASELINES: Registry = Registry("baseline", package="harness.baselines")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
-for _name in ("toy", "sd15", "sd2_base", "sd21_base", "sdxl_base", "sd3_medium", "sd35_medium", "flux_schnell",
+for _name in ("toy", "toy_v1", "sd15", "sd2_base", "sd21_base", "sdxl_base", "sd3_medium", "sd35_medium", "flux_schnell",
               "flux_dev", "toy_mmdit"):
     MODELS.register(_name, "harness.models.loader:load_pretrained")
 DATASETS.register("smoke_prompts", "harness.data.prompts:build_smoke_prompts")
@@ -237,6 +237,8 @@ BASELINES.register("detectron2", "harness.baselines.detectron2_adapter:Detectron
 DATASETS.register("toy_gen", "harness.data.toy_sets:build_toy_gen")
 DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
+DATASETS.register("toy2_gen", "harness.data.toy2_sets:build_toy2_gen")
+DATASETS.register("toy2_scenes", "harness.data.toy2_sets:build_toy2_scenes")
 # DAAM analyses (issue 15): part of speech, visuosyntactic relations, cohyponym and adjectival entanglement.
 DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_cohyponym_pairs")
 DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")

@@ -46,6 +46,8 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     "sd21_base": ModelSpec("stabilityai/stable-diffusion-2-1-base"),
     "sdxl_base": ModelSpec("stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline", 1024, 1024),
     "toy": ModelSpec("harness/toy", local_dir="weights/toy", height=32, width=32),
+    # World v1's model under its own name, so v1 figures stay reproducible once `toy` moves to v2.
+    "toy_v1": ModelSpec("harness/toy", local_dir="weights/toy", height=32, width=32),
     # multi-modal diffusion transformers (joint attention; see harness.models.mmdit_standins)
     "sd3_medium": ModelSpec("stabilityai/stable-diffusion-3-medium-diffusers", "StableDiffusion3Pipeline", 1024, 1024),
     "sd35_medium": ModelSpec("stabilityai/stable-diffusion-3.5-medium", "StableDiffusion3Pipeline", 1024, 1024),
