@@ -1,0 +1,122 @@
+"""The toy v2 feature extractor for FID, KID and precision/recall (not the judge).
+
+A small CNN trained with SimCLR's contrastive objective (NT-Xent between two augmented views
+of each image: random resized crop, horizontal flip, and the blur / colour / noise degradation
+of imperfect generations) on the `features_train` stream. It shares neither weights,
+architecture, training stream nor objective with the judge, so the two do not share their
+errors. Its features are the global average pool of the last convolution (before SimCLR's
+projection head): **d = 64** (`FEATURE_DIM`). FID on them needs N >= 2d = 128 images per set.
+
+    python -m harness.toy.v2.features --out weights/toy_v2/features   # train and save
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2 as transforms
+
+from harness.toy.v2.instrument_common import (
+    batch_generators,
+    conv_block,
+    degrade,
+    instrument_pool,
+    load_network,
+    to_tensor,
+    train,
+)
+
+NAME = "features"
+FEATURE_DIM = 64
+
+
+class FeatureNet(nn.Module):
+    """Float NCHW images in [-1, 1] -> (N, feature_dim) features; `project` is SimCLR's head."""
+
+    def __init__(self, width: int = 24, feature_dim: int = FEATURE_DIM, projection_dim: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_block(3, width), conv_block(width, width, stride=2), conv_block(width, 2 * width, stride=2),
+            conv_block(2 * width, 2 * width), conv_block(2 * width, feature_dim, stride=2), conv_block(feature_dim, feature_dim),
+        )
+        self.projection = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, projection_dim))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Features (N, feature_dim): global average pool of the last convolution."""
+        return self.body(images).mean(dim=(2, 3))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projection(features)
+
+
+def load_features(directory: str | Path | None = None) -> FeatureNet:
+    """The trained feature network from `directory` (default `weights/toy_v2/features`)."""
+    return load_network(NAME, FeatureNet, directory)
+
+
+@torch.no_grad()
+def extract(model: FeatureNet, images_uint8: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """(N, d) float64 features of uint8 NHWC images."""
+    images_uint8 = np.asarray(images_uint8, dtype=np.uint8)
+    parts = [model(to_tensor(images_uint8[s:s + batch_size])).double().numpy() for s in range(0, len(images_uint8), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.body[-1][0].out_channels))
+
+
+def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """SimCLR's normalised temperature-scaled cross-entropy over 2N projections."""
+    z = F.normalize(torch.cat([first, second]), dim=1)
+    similarity = z @ z.T / temperature
+    n = first.shape[0]
+    similarity.fill_diagonal_(float("-inf"))
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(similarity, positive)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random view per image: resized crop (scale 0.6-1), horizontal flip, degradation."""
+    crop = transforms.Compose([transforms.RandomResizedCrop(images.shape[-1], scale=(0.6, 1.0), antialias=True),
+                               transforms.RandomHorizontalFlip()])
+    # torchvision draws from torch's global generator: seed it from this step's generator.
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    views = torch.stack([crop(image) for image in images])
+    return degrade(views, generator, clean_fraction=0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the feature extractor on `features_train` renders (SimCLR) and save it."""
+    parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.features", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/features"))
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=48)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--pool-size", type=int, default=4000)
+    parser.add_argument("--width", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    pool = instrument_pool("features_train", args.pool_size)
+    model = FeatureNet(args.width)
+
+    def batch_loss(step: int) -> torch.Tensor:
+        rng, generator = batch_generators(args.seed, step)
+        images = to_tensor(pool.images[rng.choice(len(pool), args.batch_size, replace=False)])
+        return nt_xent(model.project(model(augment(images, generator))), model.project(model(augment(images, generator))))
+
+    config = {"network": {"width": args.width, "feature_dim": FEATURE_DIM},
+              "training": {"stream": "features_train", "objective": "SimCLR NT-Xent (temperature 0.2)",
+                           "pool_size": args.pool_size, "batch_size": args.batch_size, "seed": args.seed,
+                           "threads": args.threads}}
+    train(model, batch_loss, args.steps, args.learning_rate, NAME, args.out, config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
