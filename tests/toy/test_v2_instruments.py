@@ -365,6 +365,8 @@ def test_near_truth_generations_keep_the_truth_and_are_reproducible(tiny_img2img
     assert first.images.shape == (3, 64, 64, 3) and first.images.dtype == np.uint8
     assert np.array_equal(first.images, again.images) and not np.array_equal(first.images, other.images)
     assert not np.array_equal(first.images, renders.images)
+    with pytest.raises(HarnessError, match="runs no denoising step"):
+        instruments.near_truth_generations(tiny_img2img, renders, 0.1, steps=5)
     instruments.save_grid([renders, first], [[{"judge": True}] * 3, [{"judge": False}] * 3], tmp_path / "g.png", n=5)
     from PIL import Image
 
@@ -372,7 +374,7 @@ def test_near_truth_generations_keep_the_truth_and_are_reproducible(tiny_img2img
 
 
 def test_validate_writes_rows_for_renders_and_every_strength(tiny_img2img, tmp_path):
-    result = instruments.validate(n=3, pipeline=tiny_img2img, strengths=(0.1, 0.2), steps=3,
+    result = instruments.validate(n=3, pipeline=tiny_img2img, strengths=(0.1, 0.2), steps=10,
                                   grid_path=tmp_path / "grid.png", probe_size=60)
     assert list(result["sets"]) == ["seen/renders", "seen/img2img@0.1", "seen/img2img@0.2",
                                     "unseen/renders", "unseen/img2img@0.1", "unseen/img2img@0.2"]

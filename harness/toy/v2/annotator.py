@@ -32,6 +32,7 @@ from harness.toy.v2.instrument_common import (
     focal_loss,
     instrument_pool,
     load_network,
+    semantic_loss,
     to_tensor,
     train,
 )
@@ -167,7 +168,8 @@ def loss(model: AnnotatorNet, images: torch.Tensor, target: dict[str, torch.Tens
     n_classes = len(SEMANTIC_CLASSES)
     foreground = (target["semantic"] > 0).float()[:, None]
     offset_error = (F.l1_loss(raw[:, n_classes + 1:], target["offsets"], reduction="none") * foreground).sum()
-    return (F.cross_entropy(raw[:, :n_classes], target["semantic"]) + focal_loss(raw[:, n_classes], target["heat"])
+    # The centre heatmap's focal loss is large early on; a tenth of it lets the classes learn first.
+    return (semantic_loss(raw[:, :n_classes], target["semantic"]) + 0.1 * focal_loss(raw[:, n_classes], target["heat"])
             + offset_error / foreground.sum().clamp(min=1))
 
 
@@ -176,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.annotator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/annotator"))
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--pool-size", type=int, default=4000)
-    parser.add_argument("--width", type=int, default=12)
+    parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

@@ -1,11 +1,15 @@
 """The toy v2 feature extractor for FID, KID and precision/recall (not the judge).
 
-A small CNN trained with SimCLR's contrastive objective (NT-Xent between two augmented views
-of each image: random resized crop, horizontal flip, and the blur / colour / noise degradation
-of imperfect generations) on the `features_train` stream. It shares neither weights,
-architecture, training stream nor objective with the judge, so the two do not share their
-errors. Its features are the global average pool of the last convolution (before SimCLR's
-projection head): **d = 64** (`FEATURE_DIM`). FID on them needs N >= 2d = 128 images per set.
+A small CNN trained with SimCLR's contrastive objective (NT-Xent) on the `features_train`
+stream. The two views of a scene are its render and a *twin*: the same objects rendered on
+another scene's background (`twin_scene`), each then randomly cropped (scale 0.6-1), flipped and
+degraded (blur, colour shift, noise: imperfect generations). A first version with plain
+augmented views learned the background and nothing of the objects (a linear probe of which
+shapes are present did no better than "always absent" on test renders); the twin views make the
+background useless for telling scenes apart. It shares neither weights, architecture, training
+stream nor objective with the judge, so the two do not share their errors. Its features are the
+global max pool of the last convolution (before SimCLR's projection head; max, so that small
+objects count): **d = 64** (`FEATURE_DIM`). FID on them needs N >= 2d = 128 images per set.
 
     python -m harness.toy.v2.features --out weights/toy_v2/features   # train and save
 """
@@ -13,6 +17,7 @@ projection head): **d = 64** (`FEATURE_DIM`). FID on them needs N >= 2d = 128 im
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2 as transforms
 
+from harness.toy.data import load_or_render_pool
 from harness.toy.v2.instrument_common import (
+    CACHE_DIR,
     batch_generators,
     conv_block,
     degrade,
-    instrument_pool,
     load_network,
     to_tensor,
     train,
 )
+from harness.toy.v2.splits import scene_for_index
+from harness.toy.v2.world import Scene, render_scene
 
 NAME = "features"
 FEATURE_DIM = 64
@@ -47,8 +55,8 @@ class FeatureNet(nn.Module):
         self.projection = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, projection_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Features (N, feature_dim): global average pool of the last convolution."""
-        return self.body(images).mean(dim=(2, 3))
+        """Features (N, feature_dim): global max pool of the last convolution."""
+        return self.body(images).amax(dim=(2, 3))
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return self.projection(features)
@@ -65,6 +73,36 @@ def extract(model: FeatureNet, images_uint8: np.ndarray, batch_size: int = 128) 
     images_uint8 = np.asarray(images_uint8, dtype=np.uint8)
     parts = [model(to_tensor(images_uint8[s:s + batch_size])).double().numpy() for s in range(0, len(images_uint8), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, model.body[-1][0].out_channels))
+
+
+def twin_scene(stream: str, index: int) -> Scene:
+    """Scene `index` of `stream` with the background of another scene of the stream (the first of
+    indices 500,000 + index, ... whose background colour is none of this scene's object colours)."""
+    scene = scene_for_index(stream, index)
+    used = {group.colour for group in scene.groups}
+    for k in range(500_000 + index, 500_100 + index):
+        background = scene_for_index(stream, k).background
+        if background.colour not in used:
+            return replace(scene, background=background)
+    return scene
+
+
+@dataclass
+class TwinPool:
+    images: np.ndarray  # (N, 64, 64, 3) uint8: scene i of the stream
+    twins: np.ndarray  # (N, 64, 64, 3) uint8: its twin
+
+
+def render_twin_range(args: tuple[str, int, int]) -> dict[str, np.ndarray]:
+    stream, start, stop = args
+    return {"images": np.stack([render_scene(scene_for_index(stream, i))[0] for i in range(start, stop)]),
+            "twins": np.stack([render_scene(twin_scene(stream, i))[0] for i in range(start, stop)])}
+
+
+def twin_pool(n: int, stream: str = "features_train") -> TwinPool:
+    """The first `n` scenes of `stream` and their twins, cached as `v2twins_<stream>_<n>.npz`."""
+    return load_or_render_pool(stream, n, CACHE_DIR, workers=1, render_range=render_twin_range,
+                               pool_type=TwinPool, prefix="v2twins_")
 
 
 def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
@@ -92,26 +130,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.features", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/features"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--pool-size", type=int, default=4000)
+    parser.add_argument("--pool-size", type=int, default=3000)
     parser.add_argument("--width", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    pool = instrument_pool("features_train", args.pool_size)
+    pool = twin_pool(args.pool_size)
     model = FeatureNet(args.width)
 
     def batch_loss(step: int) -> torch.Tensor:
         rng, generator = batch_generators(args.seed, step)
-        images = to_tensor(pool.images[rng.choice(len(pool), args.batch_size, replace=False)])
-        return nt_xent(model.project(model(augment(images, generator))), model.project(model(augment(images, generator))))
+        index = rng.choice(len(pool.images), args.batch_size, replace=False)
+        first, second = augment(to_tensor(pool.images[index]), generator), augment(to_tensor(pool.twins[index]), generator)
+        return nt_xent(model.project(model(first)), model.project(model(second)))
 
     config = {"network": {"width": args.width, "feature_dim": FEATURE_DIM},
-              "training": {"stream": "features_train", "objective": "SimCLR NT-Xent (temperature 0.2)",
+              "training": {"stream": "features_train", "objective": "SimCLR NT-Xent (temperature 0.2), background-swapped twin views",
                            "pool_size": args.pool_size, "batch_size": args.batch_size, "seed": args.seed,
                            "threads": args.threads}}
     train(model, batch_loss, args.steps, args.learning_rate, NAME, args.out, config)

@@ -225,6 +225,9 @@ def evaluate_set(eval_set: EvalSet, instruments: dict[str, Any], probe: Any = No
             target = _shapes_present(truth)
             right = (predicted == target).all(axis=1)
             rows["features/probe_shape_set_exact"] = _proportion(int(right.sum()), len(right))
+            # Per (image, shape) decision, beside the same decisions made by always saying "absent".
+            rows["features/probe_shape_presence"] = _proportion(int((predicted == target).sum()), target.size)
+            rows["features/probe_always_absent_baseline"] = _proportion(int((target == 0).sum()), target.size)
             for i, ok in enumerate(right):
                 per_image[i]["features"] = bool(ok)
         if source_features is not None:
@@ -286,6 +289,9 @@ def near_truth_generations(pipeline: Any, eval_set: EvalSet, strength: float, se
     `strength` (a fresh seeded generator per batch); the renders' truth stays the truth."""
     from PIL import Image
 
+    if int(steps * strength) < 1:
+        raise HarnessError(f"img2img at strength {strength:g} with {steps} steps runs no denoising step "
+                           f"(int(steps * strength) = 0); use at least {int(np.ceil(1 / strength))} steps")
     images = []
     captions = [caption(s).text for s in eval_set.scenes]
     for start in range(0, len(captions), batch_size):
@@ -387,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--steps", type=int, default=20)
     v.add_argument("--weights-root", type=Path, default=None, help="default: weights/toy_v2")
     v.add_argument("--out", type=Path, default=Path("results/toy_v2_instruments"))
+    v.add_argument("--probe-size", type=int, default=2000, help="features_train renders the feature probe is fit on")
     v.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         pipeline = load_img2img(args.model) if args.model else None
         result = validate(args.n, args.split, args.seed, pipeline, tuple(args.strengths) if pipeline else (), args.steps,
-                          args.weights_root, args.out / "near_truth_grid.png")
+                          args.weights_root, args.out / "near_truth_grid.png", args.probe_size)
     except HarnessError as error:  # MissingWeightsError included: one message, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -60,16 +60,25 @@ PEAK_THRESHOLD = 0.3
 
 class JudgeNet(nn.Module):
     """Float NCHW images in [-1, 1] (64x64) -> dict of (N, C, 16, 16) logits: `heat` (one channel
-    per shape), `colour`, `texture`, `size`."""
+    per shape), `colour`, `texture`, `size`.
 
-    def __init__(self, width: int = 24):
+    Fill textures have periods of 3.5-5.5 px, which two stride-2 stages alias away, so a second
+    branch stays at full resolution (dilated, receptive field ~11 px) and is average-pooled to
+    the grid before the heads; a first version without it read textures right for about half of
+    the instances on test renders.
+    """
+
+    def __init__(self, width: int = 24, texture_width: int = 16):
         super().__init__()
+        self.stem = conv_block(3, width)
+        self.texture_branch = nn.Sequential(conv_block(width, texture_width), conv_block(texture_width, texture_width, dilation=2))
         self.body = nn.Sequential(
-            conv_block(3, width), conv_block(width, width, stride=2), conv_block(width, 2 * width, stride=2),
+            conv_block(width, width, stride=2), conv_block(width, 2 * width, stride=2),
             # Dilations widen the receptive field past a large object (radius 11.5 px, ~3 cells).
             conv_block(2 * width, 2 * width), conv_block(2 * width, 2 * width, dilation=2),
             conv_block(2 * width, 2 * width, dilation=4), conv_block(2 * width, 2 * width),
         )
+        self.fuse = conv_block(2 * width + texture_width, 2 * width)
         self.heads = nn.ModuleDict({
             "heat": nn.Conv2d(2 * width, len(SHAPES), 1), "colour": nn.Conv2d(2 * width, len(OBJECT_COLOURS), 1),
             "texture": nn.Conv2d(2 * width, len(TEXTURES), 1), "size": nn.Conv2d(2 * width, len(SIZES), 1),
@@ -77,7 +86,9 @@ class JudgeNet(nn.Module):
         nn.init.constant_(self.heads["heat"].bias, -2.19)  # CenterNet's prior: sigmoid = 0.1
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.body(images)
+        stem = self.stem(images)
+        texture = F.avg_pool2d(self.texture_branch(stem), STRIDE)
+        features = self.fuse(torch.cat([self.body(stem), texture], 1))
         return {k: head(features) for k, head in self.heads.items()}
 
 
@@ -291,25 +302,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.judge", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/judge"))
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--pool-size", type=int, default=6000)
     parser.add_argument("--width", type=int, default=24)
+    parser.add_argument("--texture-width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = instrument_pool("judge_train", args.pool_size)
-    model = JudgeNet(args.width)
+    model = JudgeNet(args.width, args.texture_width)
 
     def batch_loss(step: int) -> torch.Tensor:
         rng, generator = batch_generators(args.seed, step)
         index = rng.integers(0, len(pool), args.batch_size)
         return loss(model, degrade(to_tensor(pool.images[index]), generator), targets(pool, index))
 
-    config = {"network": {"width": args.width}, "peak_threshold": PEAK_THRESHOLD,
+    config = {"network": {"width": args.width, "texture_width": args.texture_width}, "peak_threshold": PEAK_THRESHOLD,
               "training": {"stream": "judge_train", "pool_size": args.pool_size, "batch_size": args.batch_size,
                            "seed": args.seed, "threads": args.threads}}
     train(model, batch_loss, args.steps, args.learning_rate, NAME, args.out, config)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness.errors import HarnessError
 from harness.toy.v2.instrument_common import (
@@ -25,6 +24,7 @@ from harness.toy.v2.instrument_common import (
     degrade,
     instrument_pool,
     load_network,
+    semantic_loss,
     to_tensor,
     train,
 )
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.segmenter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/segmenter"))
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--pool-size", type=int, default=4000)
-    parser.add_argument("--width", type=int, default=12)
+    parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         rng, generator = batch_generators(args.seed, step)
         index = rng.integers(0, len(pool), args.batch_size)
         images = degrade(to_tensor(pool.images[index]), generator)
-        return F.cross_entropy(model(images), torch.from_numpy(pool.semantic[index].astype(np.int64)))
+        return semantic_loss(model(images), torch.from_numpy(pool.semantic[index].astype(np.int64)))
 
     config = {"network": {"width": args.width},
               "training": {"stream": "segmenter_train", "pool_size": args.pool_size, "batch_size": args.batch_size,
