@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 from torchvision.transforms import v2 as transforms
 
@@ -32,12 +33,13 @@ from harness.toy.v2.instrument_common import (
     batch_generators,
     conv_block,
     degrade,
+    instrument_pool,
     load_network,
     to_tensor,
     train,
 )
 from harness.toy.v2.splits import scene_for_index
-from harness.toy.v2.world import Scene, render_scene
+from harness.toy.v2.world import OBJECT_COLOURS, SHAPES, TEXTURES, Scene, render_scene
 
 NAME = "features"
 FEATURE_DIM = 64
@@ -73,6 +75,17 @@ def extract(model: FeatureNet, images_uint8: np.ndarray, batch_size: int = 128) 
     images_uint8 = np.asarray(images_uint8, dtype=np.uint8)
     parts = [model(to_tensor(images_uint8[s:s + batch_size])).double().numpy() for s in range(0, len(images_uint8), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, model.body[-1][0].out_channels))
+
+
+def presence_targets(pool) -> np.ndarray:
+    """(N, 7 + 6 + 4) float32 multi-hot: which shapes, colours and textures each scene holds."""
+    out = np.zeros((len(pool.shape), len(SHAPES) + len(OBJECT_COLOURS) + len(TEXTURES)), np.float32)
+    for n in range(len(pool.shape)):
+        valid = pool.shape[n] >= 0
+        out[n, pool.shape[n][valid]] = 1
+        out[n, len(SHAPES) + pool.colour[n][valid]] = 1
+        out[n, len(SHAPES) + len(OBJECT_COLOURS) + pool.texture[n][valid]] = 1
+    return out
 
 
 def twin_scene(stream: str, index: int) -> Scene:
@@ -136,24 +149,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=3000)
     parser.add_argument("--width", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objective", choices=("simclr", "simclr+presence"), default="simclr",
+                        help="SimCLR alone, or with an image-level head saying which shapes, colours and textures "
+                             "are present (the head is dropped from the saved network)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = twin_pool(args.pool_size)
+    presence = torch.from_numpy(presence_targets(instrument_pool("features_train", args.pool_size)))
     model = FeatureNet(args.width)
+    if args.objective == "simclr+presence":
+        model.presence = nn.Linear(FEATURE_DIM, presence.shape[1])
 
     def batch_loss(step: int) -> torch.Tensor:
         rng, generator = batch_generators(args.seed, step)
         index = rng.choice(len(pool.images), args.batch_size, replace=False)
         first, second = augment(to_tensor(pool.images[index]), generator), augment(to_tensor(pool.twins[index]), generator)
-        return nt_xent(model.project(model(first)), model.project(model(second)))
+        features_first, features_second = model(first), model(second)
+        total = nt_xent(model.project(features_first), model.project(features_second))
+        if args.objective == "simclr+presence":
+            logits = model.presence(torch.cat([features_first, features_second]))
+            total = total + F.binary_cross_entropy_with_logits(logits, presence[index].repeat(2, 1))
+        return total
 
     config = {"network": {"width": args.width, "feature_dim": FEATURE_DIM},
-              "training": {"stream": "features_train", "objective": "SimCLR NT-Xent (temperature 0.2), background-swapped twin views",
+              "training": {"stream": "features_train", "objective": f"{args.objective}: SimCLR NT-Xent (temperature 0.2) on background-swapped twin views"
+                           + (" + BCE of image-level shape/colour/texture presence" if "presence" in args.objective else ""),
                            "pool_size": args.pool_size, "batch_size": args.batch_size, "seed": args.seed,
                            "threads": args.threads}}
     train(model, batch_loss, args.steps, args.learning_rate, NAME, args.out, config)
+    if hasattr(model, "presence"):  # a training aid only: save the feature network without it
+        del model.presence
+        save_file(model.state_dict(), args.out / f"{NAME}.safetensors")
     return 0
 
 

@@ -67,11 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from the weights in this folder (its training record is kept in config.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pool = instrument_pool("segmenter_train", args.pool_size)
     model = SegmenterNet(args.width)
+    earlier = None
+    if args.init is not None:
+        previous = load_network(NAME, SegmenterNet, args.init)
+        model.load_state_dict(previous.state_dict())
+        earlier = previous.config["training"]
 
     def batch_loss(step: int) -> torch.Tensor:
         rng, generator = batch_generators(args.seed, step)
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = {"network": {"width": args.width},
               "training": {"stream": "segmenter_train", "pool_size": args.pool_size, "batch_size": args.batch_size,
-                           "seed": args.seed, "threads": args.threads}}
+                           "seed": args.seed, "threads": args.threads, "continued_from": earlier}}
     train(model, batch_loss, args.steps, args.learning_rate, NAME, args.out, config)
     return 0
 
