@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
+from harness.heatmaps import DEFAULT_THRESHOLD
 
 #: key -> (type, default); DAAM options (layers, normalize, ...) are the method's config fields.
 OPTIONS: dict[str, tuple[type, Any]] = {
@@ -38,7 +39,7 @@ OPTIONS: dict[str, tuple[type, Any]] = {
     "negative_prompt": (str, ""),
     "out": (str, "daam-out"),
     "words": (list, None),
-    "threshold": (float, 0.4),
+    "threshold": (float, DEFAULT_THRESHOLD),
     "image": (str, None),
     "image_timesteps": (list, ["250", "500", "750"]),
 }
@@ -139,6 +140,7 @@ def run_daam(argv: list[str]) -> Path:
     from omegaconf import OmegaConf
     from PIL import Image
 
+    from harness.heatmaps import overlay_figure
     from harness.methods.base import to_uint8
     from harness.methods.daam import (
         generate_with_maps,
@@ -148,7 +150,6 @@ def run_daam(argv: list[str]) -> Path:
         validate_config,
         word_heat_maps,
     )
-    from harness.methods.daam_figures import overlay_figure
     from harness.models.loader import load_model
     from harness.schemas.daam import DAAMConfig
     from harness.validation import check_size, size_multiple

@@ -261,7 +261,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     if executor.get("name", "local") != "local":
         from harness.executors import run_shards
 
-        remote_generated = run_shards(cfg, executor, cwd)
+        remote_generated = run_shards(cfg, executor, cwd, generate_part)
 
     method, settings = build_method(cfg, prompt_set)
     baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), method.model)

@@ -215,7 +215,7 @@ class DAAM(Method):
 
     def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
         """Overlay figures (image + map per word) into ``<run_dir>/figures/`` (the run's figure hook)."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         return save_overlays(run_dir, records, samples)
 

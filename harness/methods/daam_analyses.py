@@ -35,7 +35,7 @@ class DAAMWords(DAAM):
 
     def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
         """Overlays (image + map per word) of the first :data:`OVERLAYS` records into ``<run_dir>/figures/``."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         shown = records[:OVERLAYS]
         return save_overlays(run_dir, shown, {r.id: samples[r.id] for r in shown})

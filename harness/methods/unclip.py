@@ -219,7 +219,7 @@ def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from harness.methods.daam_figures import _file_name
+    from harness.heatmaps import figure_file_name
 
     folder = Path(run_dir) / "figures"
     written = []
@@ -235,7 +235,7 @@ def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict
             axis.axis("off")
         figure.suptitle(record.prompt, fontsize=7)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{key}_{_file_name(str(record.id))}.png"
+        path = folder / f"{key}_{figure_file_name(str(record.id))}.png"
         figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
@@ -363,6 +363,6 @@ class UnclipDAAM(_UnclipMethod):
 
     def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
         """DAAM overlays (``figures/<id>.png``), as ``method=daam`` draws them."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         return save_overlays(run_dir, records, samples)

@@ -181,7 +181,7 @@ class SkillAccuracy(Metric):
         folder = self._failure_dir()
         if folder is None or not self.failures:
             return
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
 
@@ -193,7 +193,7 @@ class SkillAccuracy(Metric):
 def binding_shares(sample: Sample, include: list[dict[str, Any]], seen: list, regions: list[np.ndarray],
                    size: tuple[int, int]) -> dict[str, float]:
     """colour word -> share of its heat-map mass on its named shape's regions (of all objects' mass)."""
-    from harness.methods.daam_figures import sample_heat_maps, upsample
+    from harness.heatmaps import sample_heat_maps, upsample
 
     maps = sample_heat_maps(sample)
     if not maps or not regions:

@@ -37,8 +37,8 @@ from scipy.optimize import linear_sum_assignment
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import Metric
-from harness.metrics.overlap import confusion_matrix
 from harness.metrics.stats import bootstrap_ci
+from harness.overlap import confusion_matrix, matched_counts, scores_from_counts
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -51,34 +51,6 @@ def hungarian_match(confusion: np.ndarray) -> np.ndarray:
     assignment = np.full(confusion.shape[0], -1, dtype=np.int64)
     assignment[rows] = cols
     return assignment
-
-
-def matched_counts(confusion: np.ndarray, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class (TP, FP, FN) after the matching."""
-    num_classes = confusion.shape[1]
-    true_positive = np.zeros(num_classes, dtype=np.int64)
-    predicted_as = np.zeros(num_classes, dtype=np.int64)
-    for segment, cls in enumerate(assignment):
-        if cls >= 0:
-            true_positive[cls] += confusion[segment, cls]
-            predicted_as[cls] += confusion[segment].sum()
-    class_total = confusion.sum(axis=0)
-    return true_positive, predicted_as - true_positive, class_total - true_positive
-
-
-def scores_from_counts(true_positive: np.ndarray, false_positive: np.ndarray, false_negative: np.ndarray,
-                       total_pixels: int) -> dict[str, Any]:
-    """mIoU (nan-mean over classes with a union), per-class IoU and pixel accuracy."""
-    union = true_positive + false_positive + false_negative
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positive / np.maximum(union, 1), np.nan)
-    present = union > 0
-    return {
-        "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
-        "iou": iou,
-        "pixel_accuracy": float(true_positive.sum() / total_pixels) if total_pixels else float("nan"),
-        "classes_scored": int(present.sum()),
-    }
 
 
 def unsupervised_segmentation_scores(predictions: list[np.ndarray], targets: list[np.ndarray], num_classes: int,

@@ -41,7 +41,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from harness.errors import DataError
-from harness.metrics.overlap import mask_iou
+from harness.overlap import mask_iou
 from harness.toy.world import (
     ALL_COLOURS,
     BACKGROUND_WORD,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.toy_sets import SCENE_CLASSES
-from harness.metrics.overlap import confusion_matrix
+from harness.overlap import confusion_matrix
 from harness.toy.fit import fit, load_weights
 
 WEIGHTS_FILE = "segmenter.safetensors"
@@ -130,10 +130,10 @@ def segment(model: ToySegmenter, images_uint8: np.ndarray) -> np.ndarray:
 def scores_from_confusion(confusion: np.ndarray) -> dict[str, object]:
     """Pixel accuracy, per-class IoU (pixels pooled over the set) and their mean over SCENE_CLASSES.
 
-    ``confusion`` is :func:`harness.metrics.overlap.confusion_matrix` (either orientation); the
+    ``confusion`` is :func:`harness.overlap.confusion_matrix` (either orientation); the
     scores are the unsupervised-segmentation metrics' with the identity matching (segment k = class k).
     """
-    from harness.metrics.unsupervised_seg import matched_counts, scores_from_counts
+    from harness.overlap import matched_counts, scores_from_counts
 
     confusion = np.asarray(confusion)
     scores = scores_from_counts(*matched_counts(confusion, np.arange(len(confusion))), int(confusion.sum()))

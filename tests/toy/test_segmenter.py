@@ -12,7 +12,7 @@ from harness.bench import torch_threads
 from harness.data.prompts import PromptRecord
 from harness.data.toy_sets import SCENE_CLASSES
 from harness.errors import MissingWeightsError
-from harness.metrics.overlap import confusion_matrix
+from harness.overlap import confusion_matrix
 from harness.store.samples import Sample
 from harness.toy.segmenter import (
     RETRAIN_COMMAND,
