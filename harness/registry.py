@@ -17,12 +17,37 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from harness.errors import ConfigError, HarnessError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: The key of a metric's or baseline's config entry that marks it optional (not passed to the class).
+OPTIONAL_KEY = "optional"
+
+
+def import_target(target: str) -> Any:
+    """The object named by ``"package.module:attribute"``: the harness's one ``module:attr``
+    import (registry entries, and every config option that names code). Import errors propagate."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def load_target(spec: str, option: str, choices: str = "") -> Any:
+    """:func:`import_target` for a value a user wrote in a config: a malformed or unloadable name
+    is one ConfigError naming ``option`` (and ``choices``, when there are built-in names)."""
+    if ":" not in str(spec) or not str(spec).partition(":")[2]:
+        raise ConfigError(f"{option}={spec!r}: use {choices + ' or ' if choices else ''}'package.module:attribute'.")
+    try:
+        return import_target(str(spec))
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{option}={spec!r} cannot be loaded: {error}") from None
 
 
 def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> Any:
@@ -31,14 +56,52 @@ def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[
     which is returned as is. ``option`` names the config key in error messages."""
     if not isinstance(spec, str):
         return spec
-    target = builtin.get(spec, spec)
-    module_name, _, attribute = target.partition(":")
-    if not attribute:
-        raise ConfigError(f"{option}={spec!r}: use {', '.join(builtin)} or 'module:Class'.")
+    return load_target(builtin.get(spec, spec), option, ", ".join(builtin))(**dict(options or {}))
+
+
+def split_options(kind: str, name: str, options: Any) -> tuple[dict[str, Any], bool]:
+    """(the class's options, whether the entry is optional) of one ``metric:``/``baseline:`` entry."""
+    options = dict(options or {})
+    optional = options.pop(OPTIONAL_KEY, False)
+    if not isinstance(optional, bool):
+        raise ConfigError(f"{kind}.{name}.{OPTIONAL_KEY} must be true or false, got {optional!r}.")
+    return options, optional
+
+
+def check_options(kind: str, name: str, target: Any, options: dict[str, Any], *leading: Any) -> None:
+    """A ConfigError listing the accepted options when ``target(*leading, **options)`` would not bind."""
     try:
-        return getattr(importlib.import_module(module_name), attribute)(**dict(options or {}))
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{option}={spec!r} cannot be loaded: {error}") from None
+        inspect.signature(target).bind(*leading, **options)
+    except TypeError:
+        accepted = [p for p in inspect.signature(target).parameters
+                    if p not in ("self", "model", "args", "kwargs", "options")]
+        raise ConfigError(f"{kind}.{name} got options {sorted(options)}; it accepts "
+                          f"{accepted or 'none'} (and {OPTIONAL_KEY}: true|false).") from None
+
+
+_LOADED: dict[Any, Any] = {}
+
+
+def load_once(key: Any, loader: Callable[[], T]) -> T:
+    """``loader()`` the first time ``key`` is asked for in this process, the same object after:
+    each model or judge (CLIP, Mask R-CNN, the toy evaluator) is loaded at most once per process
+    and shared by every metric, baseline and run that asks for it. ``key`` names the model and
+    everything that changes what is loaded (weights path, device, options)."""
+    if key not in _LOADED:
+        _LOADED[key] = loader()
+    return _LOADED[key]
+
+
+@dataclass
+class Built:
+    """What :meth:`Registry.build` made of one config entry."""
+
+    #: the instance, or None when an optional entry could not run
+    instance: Any
+    options: dict[str, Any]
+    optional: bool
+    #: why an optional entry did not run (None when it did)
+    skipped_reason: str | None = None
 
 
 class UnknownNameError(HarnessError, KeyError):
@@ -96,11 +159,33 @@ class Registry(Generic[T]):
             raise UnknownNameError(self._unknown_message(name))
         entry = self._entries[name]
         if isinstance(entry, str):
-            module_name, _, attribute = entry.partition(":")
-            module = importlib.import_module(module_name)
-            entry = getattr(module, attribute)
+            entry = import_target(entry)
             self._entries[name] = entry
         return entry
+
+    def build(self, name: str, entry: Any, *leading: Any, check: Callable[[Any], None] | None = None) -> Built:
+        """Instantiate config entry ``name`` (its options, or null) as ``cls(*leading, **options)``,
+        then run ``check`` on it: the one way metrics and baselines are built from a config.
+
+        A wrong option is a ConfigError. Any other HarnessError (a missing weight file or
+        package) propagates, unless the entry says ``optional: true``: then the result has no
+        instance and the reason (logged; the runner turns it into rows that say so).
+        """
+        target = self.get(name)
+        options, optional = split_options(self.kind, name, entry)
+        check_options(self.kind, name, target, options, *leading)
+        try:
+            instance = target(*leading, **options)
+            if check is not None:
+                check(instance)
+        except ConfigError:
+            raise  # a wrong option is a mistake to fix, optional or not
+        except HarnessError as error:
+            if not optional:
+                raise
+            log.warning("%s %s skipped (optional): %s", self.kind, name, error)
+            return Built(None, options, optional, str(error))
+        return Built(instance, options, optional)
 
     def _module_name(self, name: str) -> str | None:
         if not self.package or not name.isidentifier():

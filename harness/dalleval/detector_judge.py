@@ -66,10 +66,13 @@ class DetectorReader:
                  min_size: int = 800, max_size: int = 1333, device: str | None = None) -> None:
         self.score_threshold = float(score_threshold)
         if detector is None:
-            from harness.baselines.maskrcnn import MaskRCNN
+            from harness.registry import BASELINES, load_once
 
-            detector = MaskRCNN(None, weights=weights, score_threshold=score_threshold, min_size=min_size,
-                                max_size=max_size, device=device)
+            # the registered Mask R-CNN baseline, asked of the registry and loaded once per process
+            options = {"weights": weights, "score_threshold": score_threshold, "min_size": min_size,
+                       "max_size": max_size, "device": device}
+            detector = load_once(("baseline", "maskrcnn", tuple(sorted(options.items()))),
+                                 lambda: BASELINES.get("maskrcnn")(None, **options))
         self.detector = detector
 
     def identity(self) -> str:

@@ -213,7 +213,8 @@ class DAAM(Method):
             spec["image"] = str(record.meta.get(self.cfg.image_key))
         return spec
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """Overlay figures (image + map per word) into ``<run_dir>/figures/`` (the run's figure hook)."""
         from harness.heatmaps import save_overlays
 

@@ -33,7 +33,8 @@ class DAAMWords(DAAM):
     name = "daam_words"
     version = "1"
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any,
+                     rows: Any = None) -> list[Path]:
         """Overlays (image + map per word) of the first :data:`OVERLAYS` records into ``<run_dir>/figures/``."""
         from harness.heatmaps import save_overlays
 
@@ -68,7 +69,8 @@ class DAAMSwap(DAAM):
             sample.meta["variants"] = _variants(record)
         return samples
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any,
+                     rows: Any = None) -> list[Path]:
         """The adjective-swap grid (original, swapped, change map, controls) into ``<run_dir>/figures/``."""
         from harness.analysis.figures import swap_grid
 

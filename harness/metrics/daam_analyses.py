@@ -183,17 +183,15 @@ class DaamPOS(Metric):
                 f"present) pairs of IoU(heat map bilinear to GT size, min-max normalised, > {self.threshold:g}; GT "
                 "mask); 95% t-CI")
 
-    @classmethod
-    def save_figures(cls, run_dir: Path, rows: Any, records: list[PromptRecord], samples: dict[str, Sample],
-                     options: dict[str, Any]) -> list[Path]:
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """The mIoU-per-tag bar chart, and with ``rating_task`` the human-rating task of sampled pairs."""
         from harness.analysis.figures import pos_bar_chart
         from harness.analysis.rating import export_rating_task
 
-        paths = [pos_bar_chart(rows, Path(run_dir) / "figures" / "pos_miou.png")]
-        task = (options or {}).get("rating_task")
-        if task:
-            paths.append(export_rating_task(Path(run_dir) / "rating_task", records, samples, **dict(task)))
-        return paths
+        paths = [pos_bar_chart(rows, Path(run_dir) / "figures" / "pos_miou.png")] if rows is not None else []
+        if self.rating_task:
+            paths.append(export_rating_task(Path(run_dir) / "rating_task", records, samples, **self.rating_task))
+        return [path for path in paths if path]
 
 
 # -------------------------------------------------------------------------------- daam_syntax
@@ -271,12 +269,11 @@ class DaamSyntax(Metric):
                                     definition="head-dependent pairs with a word that has no heat map (punctuation)"))
         return results
 
-    @classmethod
-    def save_figures(cls, run_dir: Path, rows: Any, records: list[PromptRecord], samples: dict[str, Sample],
-                     options: dict[str, Any]) -> list[Path]:
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """The table of relations with the largest and smallest overlap (``top`` of each)."""
         from harness.analysis.figures import relation_table
 
-        return relation_table(rows, Path(run_dir) / "figures", top=int((options or {}).get("top", 10)))
+        return [p for p in relation_table(rows, Path(run_dir) / "figures", top=self.top) if p] if rows is not None else []
 
 
 # ------------------------------------------------------------------------ cohyponym_entanglement
@@ -308,10 +305,13 @@ class CohyponymEntanglement(Metric):
             if evaluator is None:
                 raise MissingWeightsError("judge=toy_evaluator needs the toy evaluator (weights/toy/evaluator).")
             return lambda image, record: bool(evaluator.judge(image, record))
-        from harness.baselines.maskrcnn import DEFAULT_WEIGHTS, MaskRCNN
         from harness.data.coco80 import coco80_class
+        from harness.registry import BASELINES, load_once
 
-        detector = MaskRCNN(weights=self.weights or DEFAULT_WEIGHTS, score_threshold=self.score_threshold)
+        # the judge is the registered Mask R-CNN baseline (a plugin this metric asks the registry for)
+        options = {"score_threshold": self.score_threshold, **({"weights": self.weights} if self.weights else {})}
+        detector = load_once(("baseline", "maskrcnn", tuple(sorted(options.items()))),
+                             lambda: BASELINES.get("maskrcnn")(**options))
 
         def judge(image: np.ndarray, record: PromptRecord) -> bool:
             found = detector.detect(np.asarray(image))

@@ -161,29 +161,17 @@ class SkillAccuracy(Metric):
                     f"binding_attention.{outcome}", mean, len(shares), low, high,
                     definition=(f"colour-binding prompts judged {outcome}: per colour word, share of its DAAM map mass "
                                 "over the seen objects' regions that lies on the object of the shape it names; 95% percentile bootstrap over words")))
-        self._save_failures()
         return results
 
-    def _failure_dir(self) -> Path | None:
-        if self.failure_figures in (None, "", "none"):
-            return None
-        if self.failure_figures != "auto":
-            return Path(self.failure_figures)
-        try:  # inside `harness run`: the run's own folder
-            from hydra.core.hydra_config import HydraConfig
-
-            return Path(HydraConfig.get().runtime.output_dir) / "failures"
-        except (ImportError, ValueError):
-            return None
-
-    def _save_failures(self) -> None:
-        """DAAM overlays (image + every word's map) of the failed samples: why a skill failed."""
-        folder = self._failure_dir()
-        if folder is None or not self.failures:
-            return
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """DAAM overlays (image + every word's map) of the failed samples, into ``failures/`` of the
+        run folder (``failure_figures: auto``) or the folder given: why a skill failed."""
+        if self.failure_figures in (None, "", "none") or not self.failures:
+            return []
         from harness.heatmaps import save_overlays
 
-        save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
+        folder = Path(run_dir) / "failures" if self.failure_figures == "auto" else Path(self.failure_figures)
+        return save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
 
     def _identity(self) -> str:
         reader = self.__dict__.get("reader")  # the judge if it was built; never built just for a name
