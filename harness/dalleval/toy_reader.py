@@ -117,7 +117,7 @@ class ToySceneReader:
             if member.sum() >= self.annotator.min_pixels:
                 core_ids.append(core)
                 colours.append(np.median(pixels[member], axis=0))
-        regions = self.annotator._grow(pixels, background, cores, core_ids, colours)
+        regions = self.annotator.grow(pixels, background, cores, core_ids, colours)
         keep = [k for k, region in enumerate(regions) if region.sum() >= self.min_area]
         return background, [regions[k] for k in keep], [colours[k] for k in keep]
 
