@@ -47,7 +47,7 @@ def load_target(spec: str, option: str, choices: str = "") -> Any:
     try:
         return import_target(str(spec))
     except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{option}={spec!r} cannot be loaded: {error}") from None
+        raise ConfigError(f"{option}={spec!r} cannot be imported ({error}).") from None
 
 
 def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> Any:

@@ -12,7 +12,6 @@ message. ``answerer`` replaces the model by any ``(image, question) -> str`` cal
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any
 
@@ -43,11 +42,9 @@ class VQAAttributeReader:
                 raise ConfigError(f"VQA attribute {attribute!r} needs 'question' and 'answers' (category -> words).")
         self.model_name = str(model)
         if isinstance(answerer, str):
-            module_name, _, attribute = answerer.partition(":")
-            try:
-                answerer = getattr(importlib.import_module(module_name), attribute)
-            except (ImportError, AttributeError) as error:
-                raise ConfigError(f"answerer {answerer!r} cannot be loaded: {error}") from None
+            from harness.registry import load_target
+
+            answerer = load_target(answerer, "answerer")
         self.answerer = answerer or self._load(model, device)
 
     def identity(self) -> str:
