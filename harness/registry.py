@@ -7,8 +7,9 @@ matches.
 
 A name needs no catalogue line when its module follows the convention: ``<package>.<name>``
 (e.g. ``harness/methods/<name>.py``) defining the class whose ``name`` attribute is that name
-(for datasets: a function ``build_<name>`` or ``build``), or registering itself when imported
-(``@METHODS.register("<name>")``). It is imported on first use. The names of the config
+(for datasets: a function ``build_<name>`` or ``build``; for models: ``load_<name>`` or ``load``,
+taking the model config and returning a :class:`harness.models.loader.LoadedModel`), or
+registering itself when imported (``@METHODS.register("<name>")``). It is imported on first use. The names of the config
 group's files (``conf/method/*.yaml``, ...) are listed as known.
 """
 
@@ -210,7 +211,7 @@ class Registry(Generic[T]):
         if len(defined_here) == 1:
             self._entries[name] = defined_here[0]
             return
-        for attribute in (f"build_{name}", "build"):
+        for attribute in (f"build_{name}", "build", f"load_{name}", "load"):
             if callable(getattr(module, attribute, None)):
                 self._entries[name] = getattr(module, attribute)
                 return
@@ -255,7 +256,7 @@ def _describe(entry: Any) -> str:
     return entry if isinstance(entry, str) else _qualname(entry)
 
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", package="harness.models", conf_group="model")
 DATASETS: Registry = Registry("dataset", package="harness.data", conf_group="dataset")
 METHODS: Registry = Registry("method", package="harness.methods", conf_group="method")
 METRICS: Registry = Registry("metric", package="harness.metrics", conf_group="metric")
