@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
 from harness.config import MethodConfig, infer_schema
 from harness.errors import HarnessError
@@ -119,9 +120,9 @@ def test_a_new_method_and_metric_are_one_module_and_one_config_each(extension, t
               "dataset.size=2", "generation.steps=1", f"store.root={tmp_path / 'cache'}"]
     cfg = _compose(extension, common)
     assert cfg.method.strength == 1.0 and cfg.method.note == "inverted"
-    with pytest.raises(Exception, match="strenght"):  # a misspelt key fails at compose time
+    with pytest.raises(ConfigCompositionException, match="strenght"):  # a misspelt key fails at compose time
         _compose(extension, [*common, "method.strenght=0.5"])
-    with pytest.raises(Exception, match="strength"):  # and so does a value of the wrong type
+    with pytest.raises(ConfigCompositionException, match="strength"):  # and so does a value of the wrong type
         _compose(extension, [*common, "method.strength=abc"])
 
     outcome = run_experiment(cfg, tmp_path / "run")
