@@ -43,6 +43,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ class InceptionTorchScript(FeatureExtractor):
         self.path = self.locate(path)
         self.antialias = bool(antialias)
         self.device_ = resolve_device(device)
-        self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
+        with warnings.catch_warnings():
+            # The reference FID Inception exists only as TorchScript; torch 2.x warns that jit is
+            # deprecated on every load, which says nothing about this file.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+            self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
 
     @staticmethod
     def locate(path: str | None = None) -> Path:
