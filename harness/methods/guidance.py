@@ -31,15 +31,15 @@ A new guidance method plugs in by registering one class: subclass :class:`Guided
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from harness.attention import swap_processors
 from harness.attention.explicit import finish, merge_heads, project
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
@@ -211,16 +211,6 @@ def _block_of(name: str) -> str:
     return parts[0] if parts[0] == "mid_block" else ".".join(parts[:2])
 
 
-@contextlib.contextmanager
-def restored_processors(unet: torch.nn.Module) -> Iterator[None]:
-    """Put the UNet's attention processors back afterwards, even when sampling fails."""
-    original = dict(unet.attn_processors)
-    try:
-        yield
-    finally:
-        unet.set_attn_processor(original)
-
-
 class UNetCallCounter:
     """Counts UNet evaluations per image (batch rows of every forward call / images in the batch)."""
 
@@ -302,7 +292,9 @@ class GuidedSampling(Method):
         self.begin_batch(seeds)
         prompts = [self.prompt_of(r) for r in records]
         negative = [settings.negative_prompt] * len(records) if settings.negative_prompt and self.uses_cfg else None
-        with restored_processors(pipeline.unet), UNetCallCounter(pipeline.unet) as counter:
+        # PAG pipelines install their own processors: swap_processors with nothing to install puts
+        # every original back afterwards, even when sampling fails
+        with swap_processors(pipeline.unet, {}), UNetCallCounter(pipeline.unet) as counter:
             started = time.perf_counter()
             output = pipeline(
                 prompt=prompts,
@@ -391,4 +383,4 @@ class CFGPAG(PAG):
 
 
 __all__ = ["CFG", "CFGPAG", "PAG", "PERTURBATIONS", "GuidedSampling", "PerturbedSelfAttnProcessor", "Plain",
-           "UNetCallCounter", "check_layer_patterns", "restored_processors", "self_attention_layers"]
+           "UNetCallCounter", "check_layer_patterns", "self_attention_layers"]
