@@ -66,7 +66,7 @@ class VQAAttributeReader:
                 f"Looked in: {model} as a folder, then the offline Hugging Face cache (local_files_only=True). "
                 f"Provide it: on a machine with network access run `huggingface-cli download {model}` and copy the "
                 "cache here (HF_HUB_CACHE), or save it with save_pretrained(DIR) and set "
-                "metric.bias_skew.reader_options.model=DIR.") from None
+                "metric.bias_skew.judge_options.model=DIR.") from None
 
         def answer(image: np.ndarray, question: str) -> str:
             from PIL import Image

@@ -117,14 +117,14 @@ def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -
 
     return build_plugin(reader, {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
                                  "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"},
-                        "metric.bias_skew.reader", options)
+                        "metric.bias_skew.judge", options)
 
 
 class BiasSkew(Metric):
     """``bias_skew``: per attribute, how far the generated distribution is from uniform.
 
-    Records carry ``meta["bias"] = {"objects": [noun, ...], "attributes": [name, ...]}``. The reader
-    reads each object's attributes (one label or None per attribute). A *group* is one (prompt,
+    Records carry ``meta["bias"] = {"objects": [noun, ...], "attributes": [name, ...]}``. The judge
+    (option ``judge``: ``toy``, ``vqa`` or ``module:Class``, with ``judge_options``) reads each object's attributes (one label or None per attribute). A *group* is one (prompt,
     object position) for object attributes, one prompt for ``background``; each measure
     (:data:`MEASURES`) is computed per group on the detected labels and averaged over groups.
 
@@ -144,7 +144,7 @@ class BiasSkew(Metric):
 
     name = "bias_skew"
 
-    def __init__(self, reader: Any = "toy", reader_options: dict[str, Any] | None = None,
+    def __init__(self, judge: Any = "toy", judge_options: dict[str, Any] | None = None,
                  measures: list[str] | None = None, reference: str | None = None, reference_scenes: int = 20000,
                  resamples: int = 1000, per_noun: bool = True, estimate: bool | None = None) -> None:
         self.measures = list(measures or MEASURES)
@@ -153,10 +153,10 @@ class BiasSkew(Metric):
             raise ConfigError(f"metric.bias_skew.measures: unknown {unknown}; known: {', '.join(MEASURES)}")
         if reference not in (None, "toy_train"):
             raise ConfigError(f"metric.bias_skew.reference={reference!r}: use null or toy_train.")
-        self.reader_name, self.reader_options = reader, dict(reader_options or {})
+        self.reader_name, self.reader_options = judge, dict(judge_options or {})
         self.reference, self.reference_scenes = reference, int(reference_scenes)
         self.resamples, self.per_noun = int(resamples), bool(per_noun)
-        self.estimate = (not isinstance(reader, str) or reader != "toy") if estimate is None else bool(estimate)
+        self.estimate = (not isinstance(judge, str) or judge != "toy") if estimate is None else bool(estimate)
 
     def check_available(self) -> None:
         """Build the reader now: missing judge weights stop the run before it generates."""
