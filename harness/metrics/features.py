@@ -259,17 +259,48 @@ def load_evaluator(module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu",
     object with the interface of the module docstring. Missing weights raise
     :class:`MissingWeightsError` (from the module).
     """
+    from harness.registry import load_once
+
+    loaded = _evaluator_module(module)
+    if loaded is None:
+        return None
+    if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
+        # loaded once per process (key: the weights folder) and shared by every metric that asks
+        return load_once(("toy_evaluator", str(_toy_evaluator_directory(weights))),
+                         lambda: ToyEvaluatorAdapter(loaded, weights))
+    if not hasattr(loaded, "load_evaluator"):
+        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
+    return load_once(("evaluator", module, str(device)), lambda: loaded.load_evaluator(device=device))
+
+
+def _evaluator_module(module: str) -> Any | None:
     try:
-        loaded = importlib.import_module(module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name and module.startswith(error.name):
             return None
         raise
+
+
+def _toy_evaluator_directory(weights: str | None) -> Path:
+    from harness import REPO_ROOT
+
+    return Path(weights) if weights else REPO_ROOT / ToyEvaluatorAdapter.WEIGHTS_DIR
+
+
+def evaluator_available(module: str = DEFAULT_EVALUATOR_MODULE, weights: str | None = None) -> bool:
+    """Whether :func:`load_evaluator` can give an evaluator, decided without loading weights: False
+    when ``module`` does not exist; for the toy evaluator, a MissingWeightsError naming its weight
+    file when that is absent. (Another module's ``load_evaluator`` is only called at first use.)"""
+    loaded = _evaluator_module(module)
+    if loaded is None:
+        return False
     if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
-        return ToyEvaluatorAdapter(loaded, weights)
-    if not hasattr(loaded, "load_evaluator"):
-        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
-    return loaded.load_evaluator(device=device)
+        path = _toy_evaluator_directory(weights) / loaded.WEIGHTS_FILE
+        if not path.is_file():
+            raise MissingWeightsError(f"toy evaluator weights not found at {path}; train them with "
+                                      f"`{loaded.RETRAIN_COMMAND}`")
+    return True
 
 
 class ToyEvaluatorAdapter:
@@ -288,10 +319,8 @@ class ToyEvaluatorAdapter:
     WEIGHTS_DIR = "weights/toy/evaluator"
 
     def __init__(self, module: Any, weights: str | None = None) -> None:
-        from harness import REPO_ROOT
-
         self.module = module
-        self.directory = Path(weights) if weights else REPO_ROOT / self.WEIGHTS_DIR
+        self.directory = _toy_evaluator_directory(weights)
         self.network = module.load_evaluator(self.directory)
 
     def identity(self) -> str:
