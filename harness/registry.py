@@ -5,12 +5,18 @@ importing the harness does not import torch, diffusers or spaCy until a run need
 Duplicate names are refused; an unknown name is answered with the known ones and the closest
 matches.
 
-A name needs no catalogue line when its module follows the convention: ``<package>.<name>``
-(e.g. ``harness/methods/<name>.py``) defining the class whose ``name`` attribute is that name
-(for datasets: a function ``build_<name>`` or ``build``; for models: ``load_<name>`` or ``load``,
-taking the model config and returning a :class:`harness.models.loader.LoadedModel`), or
-registering itself when imported (``@METHODS.register("<name>")``). It is imported on first use. The names of the config
-group's files (``conf/method/*.yaml``, ...) are listed as known.
+Two ways to add a name, one preferred:
+
+1. by convention (the way): module ``<package>.<name>`` (e.g. ``harness/methods/<name>.py``)
+   defining the class whose ``name`` attribute is that name (for datasets: a function
+   ``build_<name>`` or ``build``; for models: ``load_<name>`` or ``load``, taking the model config
+   and returning a :class:`harness.models.loader.LoadedModel`), beside its config file
+   ``conf/<group>/<name>.yaml``; imported on first use;
+2. a catalogue line at the bottom of this file (``METHODS.register("<name>", "module:Class")``),
+   only where the convention cannot say it: several entries in one module (``cfg``/``pag`` in
+   ``guidance.py``) or a name that differs from its module's.
+
+The names of the config group's files (``conf/method/*.yaml``, ...) are listed as known.
 """
 
 from __future__ import annotations
@@ -51,13 +57,20 @@ def load_target(spec: str, option: str, choices: str = "") -> Any:
         raise ConfigError(f"{option}={spec!r} cannot be imported ({error}).") from None
 
 
-def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> Any:
+def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None,
+                 shared: bool = False) -> Any:
     """An instance of a pluggable component named in a config: a built-in name (``builtin`` maps it
     to ``"module:Class"``), any ``"module:Class"``, or an object given directly (tests, notebooks),
-    which is returned as is. ``option`` names the config key in error messages."""
+    which is returned as is. ``option`` names the config key in error messages. ``shared``: a
+    stateless component that loads a model (a judge) is built once per process for the same
+    name and options (:func:`load_once`)."""
     if not isinstance(spec, str):
         return spec
-    return load_target(builtin.get(spec, spec), option, ", ".join(builtin))(**dict(options or {}))
+    target = load_target(builtin.get(spec, spec), option, ", ".join(builtin))
+    options = dict(options or {})
+    if not shared:
+        return target(**options)
+    return load_once(("plugin", builtin.get(spec, spec), repr(sorted(options.items()))), lambda: target(**options))
 
 
 def split_options(kind: str, name: str, options: Any) -> tuple[dict[str, Any], bool]:
@@ -127,18 +140,9 @@ class Registry(Generic[T]):
         self.conf_group = conf_group
         self._entries: dict[str, str | T] = {}
 
-    def register(self, name: str, target: str | T | None = None) -> Callable[[T], T] | T:
-        """Register ``target`` under ``name``; used bare it is a decorator.
-
-        ``target`` may be an object or a ``"package.module:attribute"`` string, imported on
-        first use.
-        """
-        if target is None:
-            def decorator(obj: T) -> T:
-                self.register(name, obj)
-                return obj
-
-            return decorator
+    def register(self, name: str, target: str | T) -> str | T:
+        """Register ``target`` under ``name``: a ``"package.module:attribute"`` string, imported on
+        first use (the catalogue), or an object (a test's stand-in)."""
         if name in self._entries:
             existing = self._entries[name]
             # Re-registering the very same lazy target (module reloads) is harmless.

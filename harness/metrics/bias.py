@@ -117,7 +117,7 @@ def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -
 
     return build_plugin(reader, {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
                                  "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"},
-                        "metric.bias_skew.judge", options)
+                        "metric.bias_skew.judge", options, shared=True)
 
 
 class BiasSkew(Metric):

@@ -62,7 +62,7 @@ def build_reader(judge: Any, options: dict[str, Any] | None = None) -> Any:
 
     return build_plugin(judge, {"toy": "harness.dalleval.toy_reader:ToySceneReader",
                                 "detector": "harness.dalleval.detector_judge:DetectorReader"},
-                        "metric.skill_accuracy.judge", options)
+                        "metric.skill_accuracy.judge", options, shared=True)
 
 
 def read_objects(reader: Any, image: np.ndarray, record: PromptRecord) -> tuple[list, list[np.ndarray] | None]:

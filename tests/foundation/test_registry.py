@@ -34,14 +34,17 @@ def test_entries_are_imported_lazily():
     assert function(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)
 
 
-def test_decorator_registration():
+def test_an_object_can_stand_in_for_a_name():
     registry = Registry("thing")
 
-    @registry.register("double")
     def double(x):
         return 2 * x
 
+    registry.register("double", double)
     assert registry.get("double")(4) == 8
+    registry.unregister("double")
+    with pytest.raises(UnknownNameError):
+        registry.get("double")
 
 
 GROUPS = {"model": MODELS, "dataset": DATASETS, "method": METHODS, "metric": METRICS}
