@@ -80,7 +80,7 @@ def test_a_thresholding_scheduler_is_refused_in_one_line(tiny_model, image):
 
     pipeline = tiny_model.pipeline
     original = pipeline.scheduler
-    pipeline.scheduler = DDPMScheduler.from_config({**original.config, "thresholding": True})
+    pipeline.scheduler = DDPMScheduler.from_config(original.config, thresholding=True)
     try:
         with pytest.raises(ConfigError, match="thresholding=True"):
             invert(pipeline, image, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
