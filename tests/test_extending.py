@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from harness import REPO_ROOT
 from harness.config import MethodConfig, infer_schema
 from harness.errors import HarnessError
 from harness.registry import BASELINES, METHODS, METRICS, Registry
 
-REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
+REPO_CONF = REPO_ROOT / "conf"
 
 METHOD_MODULE = '''
 """A new method: generation, then the image's colours inverted (strength 1) or left (0)."""

@@ -41,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-FINGERPRINT_FILE = Path(__file__).resolve().parents[1] / "fingerprints.json"
+from harness import REPO_ROOT
+
+FINGERPRINT_FILE = REPO_ROOT / "tests" / "fingerprints.json"
 TOLERANCE = 1e-3
 DECIMALS = 4
 PROJECTIONS = 4

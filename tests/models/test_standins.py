@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from harness import REPO_ROOT
 from harness.models.loader import KNOWN_MODELS
 from harness.models.standins import STANDINS, build_standin, save_standin, unet_config
 from harness.run import run_experiment
@@ -229,7 +230,7 @@ def test_harness_daam_on_each_standin(name, standin_folders, tmp_path):
                                                                else [STANDINS[name]["unet"]["attention_head_dim"]])
 
 
-EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+EXPERIMENT_DIR = REPO_ROOT / "conf" / "experiment"
 SPECIFIC = {"daam_coco", "pag_coco"}  # tested above with their own assertions
 
 
