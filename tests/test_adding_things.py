@@ -46,7 +46,7 @@ FILES = {
     "harness/metrics/darkness.py": '''
         """A new metric: 1 - mean pixel / 255, one value per image and the mean."""
         from harness.metrics.base import Metric
-        from harness.metrics.stats import mean_ci
+        from harness.stats import mean_ci
         from harness.store.rows import MetricResult
 
 

@@ -51,7 +51,7 @@ note: inverted
 
 METRIC_MODULE = '''
 from harness.metrics.base import Metric
-from harness.metrics.stats import mean_ci
+from harness.stats import mean_ci
 from harness.store.rows import MetricResult
 
 
@@ -141,8 +141,8 @@ def test_explicit_registration_and_declared_schemas_still_work():
     registry.register("explicit", "harness.metrics.image_stats:MeanIntensity")
     assert registry.get("explicit").name == "mean_intensity"
     assert registry.get("diversity").__name__ == "Diversity"  # by convention: harness/metrics/diversity.py
-    with pytest.raises(HarnessError, match="harness.metrics.stats defines no class with name = 'stats'"):
-        registry.get("stats")
+    with pytest.raises(HarnessError, match="harness.metrics.base defines no class with name = 'base'"):
+        registry.get("base")
     with pytest.raises(HarnessError, match="no module harness.metrics.nothing_here"):
         registry.get("nothing_here")
     assert BASELINES.get("detectron2").__name__ == "Detectron2Segmenter"  # a catalogue line

@@ -216,7 +216,7 @@ class BiasSkew(Metric):
         return image_ids, gids, value
 
     def _interval(self, value_fn: Any) -> tuple[float | None, float | None]:
-        from harness.metrics.stats import bootstrap_ci
+        from harness.stats import bootstrap_ci
 
         return bootstrap_ci(self.images, value_fn, resamples=self.resamples)
 

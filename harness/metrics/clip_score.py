@@ -19,7 +19,7 @@ from harness.data.prompts import PromptRecord
 from harness.errors import MissingWeightsError
 from harness.metrics.base import Metric
 from harness.metrics.features import images_to_tensor
-from harness.metrics.stats import mean_ci
+from harness.stats import mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

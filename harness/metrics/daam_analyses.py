@@ -38,8 +38,8 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, MissingWeightsError
 from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask, normalize_minmax, sample_heat_maps, upsample
 from harness.metrics.base import Metric
-from harness.metrics.stats import bootstrap_ci, mean_ci, proportion_ci
 from harness.overlap import mask_iou
+from harness.stats import bootstrap_ci, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -50,7 +50,7 @@ VISIBLE_RULES = ("toy", "annotated")
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float | None, float | None]:
-    """95% Wilson score interval of a proportion (:func:`harness.metrics.stats.proportion_ci`)."""
+    """95% Wilson score interval of a proportion (:func:`harness.stats.proportion_ci`)."""
     return proportion_ci(int(successes), int(total), method="wilson")
 
 

@@ -17,7 +17,7 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, MissingWeightsError
 from harness.metrics.base import Metric
 from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, evaluator_available, load_evaluator
-from harness.metrics.stats import PROPORTION_CI_NAMES, mean_ci, proportion_ci
+from harness.stats import PROPORTION_CI_NAMES, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

@@ -40,8 +40,8 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask, sample_heat_maps
 from harness.metrics.base import Metric
-from harness.metrics.stats import grouped_mean_ci
 from harness.overlap import mask_iou
+from harness.stats import grouped_mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

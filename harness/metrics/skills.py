@@ -38,7 +38,7 @@ from harness.dalleval.judge import SKILLS, check_tags, judge_skill
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.metrics.base import Metric
-from harness.metrics.stats import bootstrap_ci
+from harness.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -48,8 +48,8 @@ INTERVALS = {"wilson": "wilson", "clopper_pearson": "exact"}
 def binomial_ci(successes: int, trials: int, confidence: float = 0.95,
                 method: str = "wilson") -> tuple[float | None, float | None]:
     """A binomial proportion interval (``wilson`` or ``clopper_pearson``, by scipy through
-    :func:`harness.metrics.stats.proportion_ci`); (None, None) for no trials."""
-    from harness.metrics.stats import proportion_ci
+    :func:`harness.stats.proportion_ci`); (None, None) for no trials."""
+    from harness.stats import proportion_ci
 
     if method not in INTERVALS:
         raise ConfigError(f"interval={method!r}: use one of {', '.join(INTERVALS)}.")

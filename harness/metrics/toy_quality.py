@@ -31,7 +31,7 @@ from harness.heatmaps import DEFAULT_THRESHOLD
 from harness.metrics.base import Metric
 from harness.metrics.gen_accuracy import GenAccuracy
 from harness.metrics.miou import NounMIoU
-from harness.metrics.stats import proportion_ci
+from harness.stats import proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from harness.data.prompts import PromptRecord
 from harness.metrics.base import Metric
-from harness.metrics.stats import bootstrap_ci
+from harness.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

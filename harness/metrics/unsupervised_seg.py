@@ -37,8 +37,8 @@ from scipy.optimize import linear_sum_assignment
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import Metric
-from harness.metrics.stats import bootstrap_ci
 from harness.overlap import confusion_matrix, matched_counts, scores_from_counts
+from harness.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
