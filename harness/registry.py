@@ -93,7 +93,8 @@ def check_options(kind: str, name: str, target: Any, options: dict[str, Any], *l
                           f"{accepted or 'none'} (and {OPTIONAL_KEY}: true|false).") from None
 
 
-_LOADED: dict[Any, Any] = {}
+#: What :func:`load_once` holds (key -> loaded object); tests give each test an empty one.
+LOADED: dict[Any, Any] = {}
 
 
 def load_once(key: Any, loader: Callable[[], T]) -> T:
@@ -101,9 +102,9 @@ def load_once(key: Any, loader: Callable[[], T]) -> T:
     each model or judge (CLIP, Mask R-CNN, the toy evaluator) is loaded at most once per process
     and shared by every metric, baseline and run that asks for it. ``key`` names the model and
     everything that changes what is loaded (weights path, device, options)."""
-    if key not in _LOADED:
-        _LOADED[key] = loader()
-    return _LOADED[key]
+    if key not in LOADED:
+        LOADED[key] = loader()
+    return LOADED[key]
 
 
 @dataclass

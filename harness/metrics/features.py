@@ -411,7 +411,6 @@ EXTRACTORS: dict[str, type[FeatureExtractor]] = {
     "pixels": PixelFeatures,
 }
 
-_BUILT: dict[tuple, FeatureExtractor] = {}
 
 
 def resolve_extractor_name(name: str, weights_path: str | None = None) -> str:
@@ -431,16 +430,18 @@ def build_extractor(name: str, weights_path: str | None = None, antialias: bool 
     name = resolve_extractor_name(name, weights_path)
     if name not in EXTRACTORS:
         raise ConfigError(f"Unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}.")
-    key = (name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size))
-    if key not in _BUILT:
+    from harness.registry import load_once
+
+    def build() -> FeatureExtractor:
         if name == "pixels":
-            _BUILT[key] = PixelFeatures(pixel_size, antialias)
-        elif name == "toy_evaluator":
-            _BUILT[key] = EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
-                                            weights=weights_path)
-        else:
-            _BUILT[key] = EXTRACTORS[name](weights_path, antialias, device)
-    return _BUILT[key]
+            return PixelFeatures(pixel_size, antialias)
+        if name == "toy_evaluator":
+            return EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
+                                     weights=weights_path)
+        return EXTRACTORS[name](weights_path, antialias, device)
+
+    return load_once(("extractor", name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size)),
+                     build)
 
 
 def images_to_tensor(images: list[Any]) -> torch.Tensor:
