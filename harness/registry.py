@@ -73,6 +73,20 @@ def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[
     return load_once(("plugin", builtin.get(spec, spec), repr(sorted(options.items()))), lambda: target(**options))
 
 
+def check_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> None:
+    """Whether :func:`build_plugin` would succeed, found without loading weights where the component
+    says how (a ``check_available(**options)`` static method that looks for its files and raises
+    a HarnessError naming what is missing); a component that does not say is built (shared)."""
+    if not isinstance(spec, str):
+        return
+    target = load_target(builtin.get(spec, spec), option, ", ".join(builtin))
+    check = getattr(target, "check_available", None)
+    if callable(check):
+        check(**dict(options or {}))
+    else:
+        build_plugin(spec, builtin, option, options, shared=True)
+
+
 def split_options(kind: str, name: str, options: Any) -> tuple[dict[str, Any], bool]:
     """(the class's options, whether the entry is optional) of one ``metric:``/``baseline:`` entry."""
     options = dict(options or {})

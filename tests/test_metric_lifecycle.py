@@ -102,3 +102,27 @@ def test_an_unavailable_metric_stops_the_build_without_loading_or_becomes_an_emp
     (row,) = skipped.results()
     assert row.n == 0 and "no weights" in row.extra["skipped_reason"] and row.extra["metric_entry"] == "counting"
     assert "loaded" not in EVENTS
+
+
+def test_judges_are_checked_by_their_files_without_loading(tmp_path, monkeypatch):
+    """bias_skew's VQA judge and skill_accuracy's detector judge: a missing model stops at the check,
+    and the check never builds the model (transformers' pipeline and torchvision are not called)."""
+    import torchvision.models.detection as detection
+    import transformers
+
+    from harness.metrics.bias import BiasSkew
+    from harness.metrics.skills import SkillAccuracy
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded by an availability check")
+
+    monkeypatch.setattr(transformers, "pipeline", refuse)
+    monkeypatch.setattr(detection, "maskrcnn_resnet50_fpn", refuse)
+    with pytest.raises(MissingWeightsError, match="nowhere"):
+        BiasSkew(judge="vqa", judge_options={"model": str(tmp_path / "nowhere")}).check_available()
+    with pytest.raises(MissingWeightsError, match="Mask R-CNN weights"):
+        SkillAccuracy(judge="detector", judge_options={"weights": str(tmp_path / "none.pth")}).check_available()
+    folder = tmp_path / "vqa"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    BiasSkew(judge="vqa", judge_options={"model": str(folder)}).check_available()  # found, not loaded

@@ -75,6 +75,14 @@ class DetectorReader:
                                  lambda: BASELINES.get("maskrcnn")(None, **options))
         self.detector = detector
 
+    @staticmethod
+    def check_available(detector: Any = None, weights: str | None = "default", **_: Any) -> None:
+        """The Mask R-CNN weight file exists (asked of the registered baseline, nothing loaded)."""
+        if detector is None:
+            from harness.registry import BASELINES
+
+            BASELINES.get("maskrcnn").check_available(weights)
+
     def identity(self) -> str:
         return f"{type(self.detector).__name__} detections scoring >= {self.score_threshold}, colour from masked pixels' hue"
 

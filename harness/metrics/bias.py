@@ -110,14 +110,15 @@ from harness.metrics.base import Metric  # noqa: E402
 from harness.store.rows import MetricResult  # noqa: E402
 from harness.store.samples import Sample  # noqa: E402
 
+JUDGES = {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
+          "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"}
+
 
 def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -> Any:
     """``toy`` (exact toy reader), ``vqa`` (a VQA model, local weights) or ``module:Class``."""
     from harness.registry import build_plugin
 
-    return build_plugin(reader, {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
-                                 "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"},
-                        "metric.bias_skew.judge", options, shared=True)
+    return build_plugin(reader, JUDGES, "metric.bias_skew.judge", options, shared=True)
 
 
 class BiasSkew(Metric):
@@ -159,8 +160,10 @@ class BiasSkew(Metric):
         self.estimate = (not isinstance(judge, str) or judge != "toy") if estimate is None else bool(estimate)
 
     def check_available(self) -> None:
-        """Build the reader now: missing judge weights stop the run before it generates."""
-        _ = self.reader
+        """Find the judge's files now, without loading them: missing weights stop the run before it generates."""
+        from harness.registry import check_plugin
+
+        check_plugin(self.reader_name, JUDGES, "metric.bias_skew.judge", self.reader_options)
 
     @cached_property
     def reader(self) -> Any:

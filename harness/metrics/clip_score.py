@@ -35,8 +35,11 @@ def locate_clip(model_path: str | None, model_id: str) -> str:
         tried.append(f"{folder} (no config.json)")
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
-        return model_id
+    try:
+        if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            return model_id
+    except ValueError:  # not a hub id (e.g. a folder that does not exist)
+        pass
     tried.append(f"the Hugging Face cache for {model_id}")
     raise _missing_clip(tried, model_id)
 

@@ -56,13 +56,15 @@ def binomial_ci(successes: int, trials: int, confidence: float = 0.95,
     return proportion_ci(int(successes), int(trials), confidence, INTERVALS[method])
 
 
+JUDGES = {"toy": "harness.dalleval.toy_reader:ToySceneReader",
+          "detector": "harness.dalleval.detector_judge:DetectorReader"}
+
+
 def build_reader(judge: Any, options: dict[str, Any] | None = None) -> Any:
     """The reader behind ``judge``: ``toy``, ``detector`` or ``module:Class``."""
     from harness.registry import build_plugin
 
-    return build_plugin(judge, {"toy": "harness.dalleval.toy_reader:ToySceneReader",
-                                "detector": "harness.dalleval.detector_judge:DetectorReader"},
-                        "metric.skill_accuracy.judge", options, shared=True)
+    return build_plugin(judge, JUDGES, "metric.skill_accuracy.judge", options, shared=True)
 
 
 def read_objects(reader: Any, image: np.ndarray, record: PromptRecord) -> tuple[list, list[np.ndarray] | None]:
@@ -92,8 +94,11 @@ class SkillAccuracy(Metric):
         self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
 
     def check_available(self) -> None:
-        """Build the reader now: a missing detector checkpoint stops the run before it generates."""
-        _ = self.reader
+        """Find the judge's files now, without loading them: a missing checkpoint stops the run
+        before it generates."""
+        from harness.registry import check_plugin
+
+        check_plugin(self.judge, JUDGES, "metric.skill_accuracy.judge", self.judge_options)
 
     @cached_property
     def reader(self) -> Any:
