@@ -83,3 +83,28 @@ def scores_from_counts(true_positive: np.ndarray, false_positive: np.ndarray, fa
         "pixel_accuracy": float(true_positive.sum() / total_pixels) if total_pixels else float("nan"),
         "classes_scored": int(present.sum()),
     }
+
+
+def hungarian_match(confusion: np.ndarray) -> np.ndarray:
+    """``assignment[k]`` = class matched to segment k, or -1 (maximises the matched pixel count)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(-np.asarray(confusion, dtype=np.float64))
+    assignment = np.full(confusion.shape[0], -1, dtype=np.int64)
+    assignment[rows] = cols
+    return assignment
+
+
+def pad_confusions(confusions: list[np.ndarray]) -> list[np.ndarray]:
+    """The confusion matrices with zero rows added up to the largest number of segments."""
+    width = max(c.shape[0] for c in confusions)
+    return [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in confusions]
+
+
+def per_image_matched_counts(confusions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each image matched on its own confusion matrix: its (TP, FP, FN) per class, shape
+    (images, 3, classes), and its pixel count (images,). The matrices are padded to one number of
+    segments first, as the dataset-level matching does, so ties break the same way."""
+    padded = pad_confusions(confusions)
+    counts = np.stack([np.stack(matched_counts(c, hungarian_match(c))) for c in padded])
+    return counts, np.array([int(c.sum()) for c in padded])

@@ -48,15 +48,16 @@ def train_autoencoder(
     kl_weight: float = 1e-6,
     seed: int = 0,
     log_every: int = 100,
+    build=build_autoencoder,
 ) -> AutoencoderKL:
-    """Train the autoencoder on pool images and save it (diffusers format) to `out_dir`.
+    """Train the autoencoder `build()` on pool images and save it (diffusers format) to `out_dir`.
 
     After training, the latent scaling factor is set to 1 / std of the latents of 2,048 pool
     images, as Stable Diffusion's 0.18215 was chosen, so the UNet sees unit-variance latents.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    vae = build_autoencoder()
+    vae = build()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(seed)

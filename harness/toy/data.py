@@ -97,25 +97,32 @@ def _render_range(args: tuple[str, int, int]) -> dict[str, np.ndarray]:
     return out
 
 
-def render_pool(split: str, n: int, workers: int = 2, start: int = 0) -> ScenePool:
-    """Render scenes `start .. start + n - 1` of `split` (in `workers` processes)."""
+def render_pool(split: str, n: int, workers: int = 2, start: int = 0, render_range=None, pool_type=None):
+    """Render scenes `start .. start + n - 1` of `split` (in `workers` processes).
+
+    `render_range((split, start, stop)) -> dict of arrays` and `pool_type` default to world v1's;
+    world v2 passes its own (`harness.toy.v2.data`)."""
+    render_range = render_range or _render_range
+    pool_type = pool_type or ScenePool
     chunk = 2000
     ranges = [(split, s, min(s + chunk, start + n)) for s in range(start, start + n, chunk)]
     if workers > 1 and len(ranges) > 1:
         with get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_render_range, ranges)
+            parts = pool.map(render_range, ranges)
     else:
-        parts = [_render_range(r) for r in ranges]
-    return ScenePool(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        parts = [render_range(r) for r in ranges]
+    return pool_type(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
-def load_or_render_pool(split: str, n: int, cache_dir: Path, workers: int = 2) -> ScenePool:
+def load_or_render_pool(split: str, n: int, cache_dir: Path, workers: int = 2, render_range=None, pool_type=None,
+                        prefix: str = ""):
     """The pool of the first `n` scenes of `split`, from `cache_dir` or freshly rendered there."""
-    path = Path(cache_dir) / f"{split}_{n}.npz"
+    pool_type = pool_type or ScenePool
+    path = Path(cache_dir) / f"{prefix}{split}_{n}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
-            return ScenePool(**{k: data[k] for k in data.files})
-    pool = render_pool(split, n, workers=workers)
+            return pool_type(**{k: data[k] for k in data.files})
+    pool = render_pool(split, n, workers=workers, render_range=render_range, pool_type=pool_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **pool.__dict__)

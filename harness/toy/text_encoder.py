@@ -41,10 +41,10 @@ from harness.toy.world import ALL_COLOURS, OBJECT_COLOURS, SHAPES, SIZES
 HIDDEN_SIZE = 128
 
 
-def build_text_encoder() -> CLIPTextModel:
-    """A fresh toy CLIP text encoder (causal, like CLIP), in the training id space."""
+def build_text_encoder(vocab_size: int = VOCAB_SIZE) -> CLIPTextModel:
+    """A fresh toy CLIP text encoder (causal, like CLIP), in the training id space (v1's by default)."""
     config = CLIPTextConfig(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         hidden_size=HIDDEN_SIZE,
         intermediate_size=4 * HIDDEN_SIZE,
         projection_dim=HIDDEN_SIZE,

@@ -30,13 +30,15 @@ from harness.toy.autoencoder import images_to_tensor, train_autoencoder
 from harness.toy.data import load_or_render_pool
 from harness.toy.probe import teacher_forced_probe
 from harness.toy.text_encoder import pretrain_text_encoder
-from harness.toy.tokens import drop_adjectives, encode
+from harness.toy.tokens import V1, TokenSpace
 from harness.toy.unet import CHECKPOINT, build_unet, training_scheduler
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="harness toy train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1",
+                        help="toy world to train on: v1 (32x32 flat shapes) or v2 (64x64 textured, counted, occluding)")
     parser.add_argument("--run-name", default="toy", help="folder under --out-root for this run")
     parser.add_argument("--out-root", default="results/toy_train", type=Path)
     parser.add_argument("--resume", type=Path, default=None, help="run folder to continue")
@@ -118,8 +120,12 @@ def learning_rate_at(step: int, args: argparse.Namespace) -> float:
     return args.learning_rate * factor
 
 
-def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> None:
-    """The diffusion stage: epsilon prediction on VAE latents, frozen text encoder, EMA, min-SNR weights."""
+def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+               tokens: TokenSpace = V1, probe=teacher_forced_probe) -> None:
+    """The diffusion stage: epsilon prediction on VAE latents, frozen text encoder, EMA, min-SNR weights.
+
+    `tokens` is the world's token space; `probe(unet, text_encoder, vae, scheduler) -> dict` runs
+    every `--probe-every` steps (None: never)."""
     torch.manual_seed(args.seed)
     unet = build_unet()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=0.01)
@@ -153,7 +159,7 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
     scheduler = training_scheduler()
     latents_cache = _LatentCache(vae, pool.images)
     scaling = vae.config.scaling_factor
-    empty_ids = torch.from_numpy(encode(""))
+    empty_ids = torch.from_numpy(tokens.encode(""))
     log_path, probe_path = run_dir / "unet_log.jsonl", run_dir / "probe_log.jsonl"
     last_checkpoint = time.time()
     window: list[float] = []
@@ -167,7 +173,7 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
         mean, std = latents_cache.get(index)
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
         if args.adjective_dropout > 0:
-            ids = torch.from_numpy(np.stack([encode(drop_adjectives(str(pool.captions[i]), args.adjective_dropout, rng))
+            ids = torch.from_numpy(np.stack([tokens.encode(tokens.drop_adjectives(str(pool.captions[i]), args.adjective_dropout, rng))
                                              for i in index]))
         else:
             ids = torch.from_numpy(pool.token_ids[index])
@@ -199,11 +205,11 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
             with open(log_path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
             print("unet", json.dumps(entry), flush=True)
-        if args.probe_every and step % args.probe_every == 0:
+        if probe is not None and args.probe_every and step % args.probe_every == 0:
             ema.store(unet.parameters())
             ema.copy_to(unet.parameters())
             unet.eval()
-            result = {"step": step, **teacher_forced_probe(unet, text_encoder, vae, scheduler)}
+            result = {"step": step, **probe(unet, text_encoder, vae, scheduler)}
             unet.train()
             ema.restore(unet.parameters())
             with open(probe_path, "a") as f:
@@ -231,6 +237,28 @@ def _import_shipped_components(pipeline_dir: Path, run_dir: Path) -> None:
         to_training_ids(shipped, tokenizer).save_pretrained(run_dir / "text_encoder", safe_serialization=True)
 
 
+def _v2_tokens() -> TokenSpace:
+    from harness.toy.v2.tokens import V2
+
+    return V2
+
+
+def _prepare_v2(args: argparse.Namespace, run_dir: Path):
+    """World v2's pool, autoencoder and text encoder (each stage skipped when its output exists)."""
+    from harness.toy.v2.data import load_or_render_pool_v2
+    from harness.toy.v2.model import build_autoencoder, pretrain_text_encoder_v2
+
+    pool = load_or_render_pool_v2("train", args.pool_size, args.out_root / "data", workers=args.threads)
+    if not (run_dir / "vae" / "diffusion_pytorch_model.safetensors").exists():
+        train_autoencoder(pool, run_dir / "vae", steps=args.vae_steps, seed=args.seed, build=build_autoencoder)
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval().requires_grad_(False)
+    if not (run_dir / "text_encoder" / "model.safetensors").exists():
+        pretrain_text_encoder_v2(pool, run_dir / "text_encoder", steps=args.text_steps, seed=args.seed,
+                                 padding_weight=args.padding_weight)
+    text_encoder = CLIPTextModel.from_pretrained(run_dir / "text_encoder").eval().requires_grad_(False)
+    return pool, vae, text_encoder
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `harness toy train` / `python -m harness.toy.train`."""
     args = _parse(argv)
@@ -245,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.init_from is not None:
         _import_shipped_components(args.init_from, run_dir)
+    if args.world == "v2":
+        pool, vae, text_encoder = _prepare_v2(args, run_dir)
+        train_unet(args, run_dir, pool, vae, text_encoder, tokens=_v2_tokens(), probe=None)
+        return 0
     pool = load_or_render_pool("train", args.pool_size, args.out_root / "data", workers=args.threads)
     if not (run_dir / "vae" / "diffusion_pytorch_model.safetensors").exists():
         train_autoencoder(pool, run_dir / "vae", steps=args.vae_steps, seed=args.seed)
