@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
+from harness.heatmaps import DEFAULT_THRESHOLD
 
 #: key -> (type, default); DAAM options (layers, normalize, ...) are the method's config fields.
 OPTIONS: dict[str, tuple[type, Any]] = {
@@ -46,7 +47,7 @@ OPTIONS: dict[str, tuple[type, Any]] = {
     "negative_prompt": (str, ""),
     "out": (str, "daam-out"),
     "words": (list, None),
-    "threshold": (float, 0.4),
+    "threshold": (float, DEFAULT_THRESHOLD),
     "image": (str, None),
     "image_timesteps": (list, ["250", "500", "750"]),
     "method": (str, "daam"),
@@ -153,6 +154,7 @@ def run_daam(argv: list[str]) -> Path:
     from omegaconf import OmegaConf
     from PIL import Image
 
+    from harness.heatmaps import overlay_figure
     from harness.methods.base import to_uint8
     from harness.methods.daam import (
         generate_with_maps,
@@ -162,7 +164,6 @@ def run_daam(argv: list[str]) -> Path:
         validate_config,
         word_heat_maps,
     )
-    from harness.methods.daam_figures import overlay_figure
     from harness.models.loader import load_model
     from harness.schemas.daam import DAAMConfig
     from harness.validation import check_size, size_multiple
@@ -239,10 +240,10 @@ def _run_concepts(prompt: str, options: dict[str, Any], cfg: Any, model: Any, pi
     from PIL import Image
 
     from harness.attention.joint import concept_embeddings, is_joint_model
+    from harness.heatmaps import overlay_figure
     from harness.methods.base import to_uint8
     from harness.methods.concept_attention import generate_with_concepts
     from harness.methods.daam import trace_image_joint
-    from harness.methods.daam_figures import overlay_figure
     from harness.validation import check_size, size_multiple
 
     if not is_joint_model(pipeline):

@@ -116,7 +116,7 @@ class _Predictor:
         """Aggregates (first) and per-sample rows, in the column order of :func:`build_rows`."""
         self.flush(provenance)
         aggregates = build_rows(self.identity, self.hparams, provenance,
-                                [result for metric in self.metrics for result in metric.compute()], [])
+                                [result for metric in self.metrics for result in metric.results()], [])
         frames = [frame for frame in [aggregates, *self.frames] if not frame.empty]
         if not frames:
             return aggregates
@@ -253,15 +253,14 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     prompt_set.save(run_dir / "prompts.json")
     # Metrics and baselines are checked before generating so a bad option or missing weight
     # file stops the run at once, not after the samples.
-    metric_cfg = OmegaConf.to_container(cfg.metric, resolve=True)
-    build_metrics(metric_cfg)
+    metrics = build_metrics(OmegaConf.to_container(cfg.metric, resolve=True))
 
     remote_generated = 0
     executor = cfg.get("executor") or {}
     if executor.get("name", "local") != "local":
         from harness.executors import run_shards
 
-        remote_generated = run_shards(cfg, executor, cwd)
+        remote_generated = run_shards(cfg, executor, cwd, generate_part)
 
     method, settings = build_method(cfg, prompt_set)
     baselines = build_baselines(OmegaConf.to_container(cfg.baseline, resolve=True), method.model)
@@ -270,9 +269,6 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
     generated, reused = generated + remote_generated, reused - remote_generated
 
     keys = {item.record.id: item.key for item in plan}
-    if cfg.figures and hasattr(method, "save_figures"):
-        # A read-only mapping over the store: figure hooks read one sample at a time.
-        method.save_figures(run_dir, prompt_set.records, LazySamples(store, keys))
 
     container = OmegaConf.to_container(cfg, resolve=True)
     for key in EXECUTION_KEYS:
@@ -288,26 +284,30 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, cwd: Path | None = None
         "seed": int(cfg.seed),
     }
     generation_hp = {**settings.as_key(), "scheduler": cfg.model.scheduler or "default"}
-    predictors = [_Predictor(identity, flatten_hparams({**method.params(), **generation_hp}), build_metrics(metric_cfg))]
+    # One built metric per entry; the method and each baseline accumulate in their own fresh copy,
+    # which shares what the metric loaded (Metric.fresh).
+    predictors = [_Predictor(identity, flatten_hparams({**method.params(), **generation_hp}),
+                             [metric.fresh() for metric in metrics])]
     skipped: list[pd.DataFrame] = []
     for baseline in baselines:
         if baseline.skipped_reason:  # an optional baseline that cannot run: NaN rows with the reason
-            skipped.append(baseline.skipped_rows(build_metrics(metric_cfg), identity,
+            skipped.append(baseline.skipped_rows(metrics, identity,
                                                  flatten_hparams({**baseline.params(), **generation_hp}), provenance))
             continue
         predictors.append(_Predictor({**identity, "method": baseline.name},
                                      flatten_hparams({**baseline.params(), **generation_hp}),
-                                     build_metrics(metric_cfg), baseline,
+                                     [metric.fresh() for metric in metrics], baseline,
                                      dataset_key(baseline, plan)))
     score_stream(plan, store, predictors, provenance)
     rows = pd.concat([predictor.rows(provenance) for predictor in predictors] + skipped, ignore_index=True)
     sample_keys = _sample_keys(keys, predictors)
     _write_sample_keys(run_dir, sample_keys)
     rows_path, summary_path = write_rows(rows, run_dir)
-    if cfg.figures:  # metrics that draw figures from their rows (harness/analysis/figures.py)
-        from harness.analysis.figures import save_metric_figures
-
-        save_metric_figures(metric_cfg, run_dir, rows, prompt_set.records, LazySamples(store, keys))
+    if cfg.figures:  # the one figure hook, for the method and each of its metrics (Metric.save_figures)
+        samples = LazySamples(store, keys)  # read-only over the store: hooks read one sample at a time
+        method_rows = rows[rows["method"] == cfg.method.name]
+        for owner in [method, *predictors[0].metrics]:
+            owner.save_figures(run_dir, prompt_set.records, samples, method_rows)
     if cfg.store.get("arrays", "keep") == "drop":
         drop_arrays(store, sample_keys)
     log.info("generated %d sample(s), reused %d from %s", generated, reused, store.root)

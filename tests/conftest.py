@@ -45,3 +45,12 @@ def store_root(tmp_path: Path) -> Path:
 def _private_hash_index(tmp_path_factory, monkeypatch):
     """Weight-file digests are remembered in a per-test index, never in the user's ~/.cache."""
     monkeypatch.setenv("HARNESS_HASH_INDEX", str(tmp_path_factory.mktemp("hash_index") / "file_sha256.jsonl"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_models(monkeypatch):
+    """Models shared through harness.registry.load_once are shared within a test, not across
+    tests (a test may swap a module for a stand-in under the same name)."""
+    import harness.registry
+
+    monkeypatch.setattr(harness.registry, "LOADED", {})

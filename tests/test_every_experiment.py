@@ -9,16 +9,16 @@ by their ``metric_entry``), and every empty (non-finite) value must carry its re
 """
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from harness import REPO_ROOT
 from harness.registry import METRICS
 from harness.run import run_experiment
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
 def declared_quality_metrics(cfg) -> dict[str, bool]:

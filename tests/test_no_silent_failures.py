@@ -17,7 +17,7 @@ from harness.clustering import kmeans_labels
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import build_metrics
-from harness.metrics.overlap import iou
+from harness.overlap import iou
 from harness.report.table import render_table
 from harness.store.samples import Sample
 

@@ -323,9 +323,10 @@ class DAAM(Method):
             spec["image"] = str(record.meta.get(self.cfg.image_key))
         return spec
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """Overlay figures (image + map per word) into ``<run_dir>/figures/`` (the run's figure hook)."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         return save_overlays(run_dir, records, samples)
 

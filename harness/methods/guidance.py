@@ -31,15 +31,15 @@ A new guidance method plugs in by registering one class: subclass :class:`Guided
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from harness.attention import swap_processors
 from harness.attention.explicit import finish, merge_heads, project
 from harness.attention.swap import resolve_unet
 from harness.data.prompts import PromptRecord
@@ -212,16 +212,6 @@ def _block_of(name: str) -> str:
     return parts[0] if parts[0] == "mid_block" else ".".join(parts[:2])
 
 
-@contextlib.contextmanager
-def restored_processors(unet: torch.nn.Module) -> Iterator[None]:
-    """Put the UNet's attention processors back afterwards, even when sampling fails."""
-    original = dict(unet.attn_processors)
-    try:
-        yield
-    finally:
-        unet.set_attn_processor(original)
-
-
 class UNetCallCounter:
     """Counts UNet evaluations per image (batch rows of every forward call / images in the batch)."""
 
@@ -304,7 +294,9 @@ class GuidedSampling(Method):
         prompts = [self.prompt_of(r) for r in records]
         negative = [settings.negative_prompt] * len(records) if settings.negative_prompt and self.uses_cfg else None
         denoiser = resolve_unet(pipeline)
-        with restored_processors(denoiser), UNetCallCounter(denoiser) as counter:
+        # PAG pipelines install their own processors: swap_processors with nothing to install puts
+        # every original back afterwards, even when sampling fails
+        with swap_processors(denoiser, {}), UNetCallCounter(denoiser) as counter:
             started = time.perf_counter()
             output = pipeline(
                 prompt=prompts,
@@ -396,4 +388,4 @@ class CFGPAG(PAG):
 
 
 __all__ = ["CFG", "CFGPAG", "PAG", "PERTURBATIONS", "GuidedSampling", "PerturbedSelfAttnProcessor", "Plain",
-           "UNetCallCounter", "check_layer_patterns", "restored_processors", "self_attention_layers"]
+           "UNetCallCounter", "check_layer_patterns", "self_attention_layers"]

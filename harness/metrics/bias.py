@@ -110,21 +110,22 @@ from harness.metrics.base import Metric  # noqa: E402
 from harness.store.rows import MetricResult  # noqa: E402
 from harness.store.samples import Sample  # noqa: E402
 
+JUDGES = {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
+          "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"}
+
 
 def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -> Any:
     """``toy`` (exact toy reader), ``vqa`` (a VQA model, local weights) or ``module:Class``."""
     from harness.registry import build_plugin
 
-    return build_plugin(reader, {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
-                                 "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"},
-                        "metric.bias_skew.reader", options)
+    return build_plugin(reader, JUDGES, "metric.bias_skew.judge", options, shared=True)
 
 
 class BiasSkew(Metric):
     """``bias_skew``: per attribute, how far the generated distribution is from uniform.
 
-    Records carry ``meta["bias"] = {"objects": [noun, ...], "attributes": [name, ...]}``. The reader
-    reads each object's attributes (one label or None per attribute). A *group* is one (prompt,
+    Records carry ``meta["bias"] = {"objects": [noun, ...], "attributes": [name, ...]}``. The judge
+    (option ``judge``: ``toy``, ``vqa`` or ``module:Class``, with ``judge_options``) reads each object's attributes (one label or None per attribute). A *group* is one (prompt,
     object position) for object attributes, one prompt for ``background``; each measure
     (:data:`MEASURES`) is computed per group on the detected labels and averaged over groups.
 
@@ -144,7 +145,7 @@ class BiasSkew(Metric):
 
     name = "bias_skew"
 
-    def __init__(self, reader: Any = "toy", reader_options: dict[str, Any] | None = None,
+    def __init__(self, judge: Any = "toy", judge_options: dict[str, Any] | None = None,
                  measures: list[str] | None = None, reference: str | None = None, reference_scenes: int = 20000,
                  resamples: int = 1000, per_noun: bool = True, estimate: bool | None = None) -> None:
         self.measures = list(measures or MEASURES)
@@ -153,14 +154,16 @@ class BiasSkew(Metric):
             raise ConfigError(f"metric.bias_skew.measures: unknown {unknown}; known: {', '.join(MEASURES)}")
         if reference not in (None, "toy_train"):
             raise ConfigError(f"metric.bias_skew.reference={reference!r}: use null or toy_train.")
-        self.reader_name, self.reader_options = reader, dict(reader_options or {})
+        self.reader_name, self.reader_options = judge, dict(judge_options or {})
         self.reference, self.reference_scenes = reference, int(reference_scenes)
         self.resamples, self.per_noun = int(resamples), bool(per_noun)
-        self.estimate = (not isinstance(reader, str) or reader != "toy") if estimate is None else bool(estimate)
+        self.estimate = (not isinstance(judge, str) or judge != "toy") if estimate is None else bool(estimate)
 
     def check_available(self) -> None:
-        """Build the reader now: missing judge weights stop the run before it generates."""
-        _ = self.reader
+        """Find the judge's files now, without loading them: missing weights stop the run before it generates."""
+        from harness.registry import check_plugin
+
+        check_plugin(self.reader_name, JUDGES, "metric.bias_skew.judge", self.reader_options)
 
     @cached_property
     def reader(self) -> Any:
@@ -216,7 +219,7 @@ class BiasSkew(Metric):
         return image_ids, gids, value
 
     def _interval(self, value_fn: Any) -> tuple[float | None, float | None]:
-        from harness.metrics.stats import bootstrap_ci
+        from harness.stats import bootstrap_ci
 
         return bootstrap_ci(self.images, value_fn, resamples=self.resamples)
 

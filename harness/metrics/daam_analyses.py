@@ -36,9 +36,10 @@ from harness.analysis.measures import mass_outside, region_change, set_statistic
 from harness.data.ground_truth import lookup, resolve_ground_truth
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, MissingWeightsError
+from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask, normalize_minmax, sample_heat_maps, upsample
 from harness.metrics.base import Metric
-from harness.metrics.miou import heat_maps_of, mask_iou, normalise_min_max, upsample_bilinear
-from harness.metrics.stats import bootstrap_ci, mean_ci, proportion_ci
+from harness.overlap import mask_iou
+from harness.stats import bootstrap_ci, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -49,13 +50,8 @@ VISIBLE_RULES = ("toy", "annotated")
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float | None, float | None]:
-    """95% Wilson score interval of a proportion (:func:`harness.metrics.stats.proportion_ci`)."""
+    """95% Wilson score interval of a proportion (:func:`harness.stats.proportion_ci`)."""
     return proportion_ci(int(successes), int(total), method="wilson")
-
-
-def daam_mask(heat_map: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
-    """DAAM's mask of a word map at ``size``: bilinear upsampling, min-max normalisation, ``> threshold``."""
-    return normalise_min_max(upsample_bilinear(heat_map, size)) > threshold
 
 
 def toy_denotes(word: str) -> bool:
@@ -97,7 +93,7 @@ class DaamPOS(Metric):
 
     name = "daam_pos"
 
-    def __init__(self, threshold: float = 0.4, ground_truth: Any = None, visible: str = "annotated",
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, ground_truth: Any = None, visible: str = "annotated",
                  rating_task: dict[str, Any] | None = None) -> None:
         if not 0.0 <= float(threshold) < 1.0:
             raise ConfigError(f"metric.daam_pos.threshold must be in [0, 1), got {threshold}.")
@@ -124,7 +120,7 @@ class DaamPOS(Metric):
         from harness.analysis.language import tag_words
 
         truth = self.ground_truth.masks(record, sample)
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         objects = objects_mask(record, truth)
         rows = []
         seen: set[str] = set()
@@ -137,7 +133,7 @@ class DaamPOS(Metric):
             if not self.denotes(word, truth):
                 self.no_referent[pos] += 1
                 if objects is not None:
-                    share = mass_outside(upsample_bilinear(maps[word], objects.shape), objects)
+                    share = mass_outside(upsample(maps[word], objects.shape), objects)
                     if not math.isnan(share):
                         self.outside[pos].append(share)
                         self.area_outside[pos].append(float((~objects).mean()))
@@ -147,7 +143,7 @@ class DaamPOS(Metric):
             if gt is None:  # denotes something, but it is not in this image
                 self.absent[pos] += 1
                 continue
-            value = mask_iou(daam_mask(maps[word], gt.shape, self.threshold), gt)
+            value = mask_iou(heatmap_to_mask(maps[word], gt.shape, self.threshold), gt)
             self.ious[pos].append(value)
             rows.append({"metric": f"{self.name}.iou", "value": value, "item": pos})
         return rows
@@ -187,17 +183,15 @@ class DaamPOS(Metric):
                 f"present) pairs of IoU(heat map bilinear to GT size, min-max normalised, > {self.threshold:g}; GT "
                 "mask); 95% t-CI")
 
-    @classmethod
-    def save_figures(cls, run_dir: Path, rows: Any, records: list[PromptRecord], samples: dict[str, Sample],
-                     options: dict[str, Any]) -> list[Path]:
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """The mIoU-per-tag bar chart, and with ``rating_task`` the human-rating task of sampled pairs."""
         from harness.analysis.figures import pos_bar_chart
         from harness.analysis.rating import export_rating_task
 
-        paths = [pos_bar_chart(rows, Path(run_dir) / "figures" / "pos_miou.png")]
-        task = (options or {}).get("rating_task")
-        if task:
-            paths.append(export_rating_task(Path(run_dir) / "rating_task", records, samples, **dict(task)))
-        return paths
+        paths = [pos_bar_chart(rows, Path(run_dir) / "figures" / "pos_miou.png")] if rows is not None else []
+        if self.rating_task:
+            paths.append(export_rating_task(Path(run_dir) / "rating_task", records, samples, **self.rating_task))
+        return [path for path in paths if path]
 
 
 # -------------------------------------------------------------------------------- daam_syntax
@@ -225,12 +219,12 @@ class DaamSyntax(Metric):
 
     def binarise(self, heat_map: np.ndarray) -> np.ndarray:
         heat = np.asarray(heat_map, dtype=np.float64)
-        return (normalise_min_max(heat) if self.scale == "minmax" else heat) > self.threshold
+        return (normalize_minmax(heat) if self.scale == "minmax" else heat) > self.threshold
 
     def process(self, record: PromptRecord, sample: Sample) -> list[dict[str, Any]]:
         from harness.analysis.language import dependency_pairs
 
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         truth = self.ground_truth.masks(record, sample) if self.ground_truth is not None else {}
         rows = []
         for pair in dependency_pairs(record.prompt, _parse(record.prompt)):
@@ -275,12 +269,11 @@ class DaamSyntax(Metric):
                                     definition="head-dependent pairs with a word that has no heat map (punctuation)"))
         return results
 
-    @classmethod
-    def save_figures(cls, run_dir: Path, rows: Any, records: list[PromptRecord], samples: dict[str, Sample],
-                     options: dict[str, Any]) -> list[Path]:
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """The table of relations with the largest and smallest overlap (``top`` of each)."""
         from harness.analysis.figures import relation_table
 
-        return relation_table(rows, Path(run_dir) / "figures", top=int((options or {}).get("top", 10)))
+        return [p for p in relation_table(rows, Path(run_dir) / "figures", top=self.top) if p] if rows is not None else []
 
 
 # ------------------------------------------------------------------------ cohyponym_entanglement
@@ -294,7 +287,7 @@ class CohyponymEntanglement(Metric):
     name = "cohyponym_entanglement"
 
     def __init__(self, judge: str = "toy_evaluator", weights: str | None = None, score_threshold: float = 0.5,
-                 threshold: float = 0.4, resamples: int = 2000, seed: int = 0) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, resamples: int = 2000, seed: int = 0) -> None:
         if judge not in JUDGES:
             raise ConfigError(f"metric.cohyponym_entanglement.judge must be one of {JUDGES}, got {judge!r}.")
         self.judge_name, self.weights, self.score_threshold = judge, weights, float(score_threshold)
@@ -312,10 +305,13 @@ class CohyponymEntanglement(Metric):
             if evaluator is None:
                 raise MissingWeightsError("judge=toy_evaluator needs the toy evaluator (weights/toy/evaluator).")
             return lambda image, record: bool(evaluator.judge(image, record))
-        from harness.baselines.maskrcnn import DEFAULT_WEIGHTS, MaskRCNN
         from harness.data.coco80 import coco80_class
+        from harness.registry import BASELINES, load_once
 
-        detector = MaskRCNN(weights=self.weights or DEFAULT_WEIGHTS, score_threshold=self.score_threshold)
+        # the judge is the registered Mask R-CNN baseline (a plugin this metric asks the registry for)
+        options = {"score_threshold": self.score_threshold, **({"weights": self.weights} if self.weights else {})}
+        detector = load_once(("baseline", "maskrcnn", tuple(sorted(options.items()))),
+                             lambda: BASELINES.get("maskrcnn")(**options))
 
         def judge(image: np.ndarray, record: PromptRecord) -> bool:
             found = detector.detect(np.asarray(image))
@@ -340,11 +336,11 @@ class CohyponymEntanglement(Metric):
             value = float(self._judge(sample.image, record))
             self.correct[group].append(value)
             rows.append({"metric": f"{self.name}.correct", "value": value, "item": label})
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         first, second = (str(n).lower() for n in meta["nouns"][:2])
         if first in maps and second in maps:
             size = tuple(np.asarray(maps[first]).shape)
-            overlap = mask_iou(daam_mask(maps[first], size, self.threshold), daam_mask(maps[second], size, self.threshold))
+            overlap = mask_iou(heatmap_to_mask(maps[first], size, self.threshold), heatmap_to_mask(maps[second], size, self.threshold))
             self.overlap[group].append(overlap)
             rows.append({"metric": f"{self.name}.noun_overlap", "value": overlap, "item": label})
         return rows
@@ -405,7 +401,7 @@ class AdjectiveEntanglement(Metric):
 
     name = "adjective_entanglement"
 
-    def __init__(self, region: str = "annotator", features: str = "toy_evaluator", threshold: float = 0.4,
+    def __init__(self, region: str = "annotator", features: str = "toy_evaluator", threshold: float = DEFAULT_THRESHOLD,
                  resamples: int = 1000, seed: int = 0) -> None:
         if region not in REGIONS:
             raise ConfigError(f"metric.adjective_entanglement.region must be one of {REGIONS}, got {region!r}.")
@@ -433,7 +429,7 @@ class AdjectiveEntanglement(Metric):
         noun = str(swap["noun"]).lower()
         if not maps or noun not in maps:
             return None
-        mask = daam_mask(maps[noun], image.shape[:2], self.threshold)
+        mask = heatmap_to_mask(maps[noun], image.shape[:2], self.threshold)
         return mask if mask.any() else None
 
     def feature_distance(self, before: np.ndarray, after: np.ndarray, keep: np.ndarray) -> float:
@@ -449,7 +445,7 @@ class AdjectiveEntanglement(Metric):
         if "swap" not in meta:
             raise ConfigError(f"record {record.id!r} has no meta['swap']; use an adjective-swap dataset.")
         original = np.asarray(sample.image)
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         base_region = self.object_region(record, sample, record.prompt, original, maps)
         rows = []
         for condition in CONDITIONS:
@@ -479,12 +475,12 @@ class AdjectiveEntanglement(Metric):
         adjective, noun = str(meta["swap"]["word"]).lower(), str(meta["swap"]["noun"]).lower()
         if adjective in maps and noun in maps:
             size = tuple(np.asarray(maps[noun]).shape)
-            adjective_mask = daam_mask(maps[adjective], size, self.threshold)
-            spread = spread_beyond(adjective_mask, daam_mask(maps[noun], size, self.threshold))
+            adjective_mask = heatmap_to_mask(maps[adjective], size, self.threshold)
+            spread = spread_beyond(adjective_mask, heatmap_to_mask(maps[noun], size, self.threshold))
             self.spread["noun_map"].append(spread)
             rows.append({"metric": f"{self.name}.spread_beyond_noun", "value": spread, "item": "adjective"})
             if base_region is not None:
-                beyond = spread_beyond(daam_mask(maps[adjective], base_region.shape, self.threshold), base_region)
+                beyond = spread_beyond(heatmap_to_mask(maps[adjective], base_region.shape, self.threshold), base_region)
                 self.spread["object"].append(beyond)
                 rows.append({"metric": f"{self.name}.spread_beyond_object", "value": beyond, "item": "adjective"})
         return rows

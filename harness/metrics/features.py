@@ -43,6 +43,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ class InceptionTorchScript(FeatureExtractor):
         self.path = self.locate(path)
         self.antialias = bool(antialias)
         self.device_ = resolve_device(device)
-        self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
+        with warnings.catch_warnings():
+            # The reference FID Inception exists only as TorchScript; torch 2.x warns that jit is
+            # deprecated on every load, which says nothing about this file.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+            self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
 
     @staticmethod
     def locate(path: str | None = None) -> Path:
@@ -254,17 +259,48 @@ def load_evaluator(module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu",
     object with the interface of the module docstring. Missing weights raise
     :class:`MissingWeightsError` (from the module).
     """
+    from harness.registry import load_once
+
+    loaded = _evaluator_module(module)
+    if loaded is None:
+        return None
+    if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
+        # loaded once per process (key: the weights folder) and shared by every metric that asks
+        return load_once(("toy_evaluator", str(_toy_evaluator_directory(weights))),
+                         lambda: ToyEvaluatorAdapter(loaded, weights))
+    if not hasattr(loaded, "load_evaluator"):
+        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
+    return load_once(("evaluator", module, str(device)), lambda: loaded.load_evaluator(device=device))
+
+
+def _evaluator_module(module: str) -> Any | None:
     try:
-        loaded = importlib.import_module(module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name and module.startswith(error.name):
             return None
         raise
+
+
+def _toy_evaluator_directory(weights: str | None) -> Path:
+    from harness import REPO_ROOT
+
+    return Path(weights) if weights else REPO_ROOT / ToyEvaluatorAdapter.WEIGHTS_DIR
+
+
+def evaluator_available(module: str = DEFAULT_EVALUATOR_MODULE, weights: str | None = None) -> bool:
+    """Whether :func:`load_evaluator` can give an evaluator, decided without loading weights: False
+    when ``module`` does not exist; for the toy evaluator, a MissingWeightsError naming its weight
+    file when that is absent. (Another module's ``load_evaluator`` is only called at first use.)"""
+    loaded = _evaluator_module(module)
+    if loaded is None:
+        return False
     if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
-        return ToyEvaluatorAdapter(loaded, weights)
-    if not hasattr(loaded, "load_evaluator"):
-        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
-    return loaded.load_evaluator(device=device)
+        path = _toy_evaluator_directory(weights) / loaded.WEIGHTS_FILE
+        if not path.is_file():
+            raise MissingWeightsError(f"toy evaluator weights not found at {path}; train them with "
+                                      f"`{loaded.RETRAIN_COMMAND}`")
+    return True
 
 
 class ToyEvaluatorAdapter:
@@ -283,10 +319,8 @@ class ToyEvaluatorAdapter:
     WEIGHTS_DIR = "weights/toy/evaluator"
 
     def __init__(self, module: Any, weights: str | None = None) -> None:
-        from harness import REPO_ROOT
-
         self.module = module
-        self.directory = Path(weights) if weights else REPO_ROOT / self.WEIGHTS_DIR
+        self.directory = _toy_evaluator_directory(weights)
         self.network = module.load_evaluator(self.directory)
 
     def identity(self) -> str:
@@ -377,7 +411,6 @@ EXTRACTORS: dict[str, type[FeatureExtractor]] = {
     "pixels": PixelFeatures,
 }
 
-_BUILT: dict[tuple, FeatureExtractor] = {}
 
 
 def resolve_extractor_name(name: str, weights_path: str | None = None) -> str:
@@ -397,16 +430,18 @@ def build_extractor(name: str, weights_path: str | None = None, antialias: bool 
     name = resolve_extractor_name(name, weights_path)
     if name not in EXTRACTORS:
         raise ConfigError(f"Unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}.")
-    key = (name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size))
-    if key not in _BUILT:
+    from harness.registry import load_once
+
+    def build() -> FeatureExtractor:
         if name == "pixels":
-            _BUILT[key] = PixelFeatures(pixel_size, antialias)
-        elif name == "toy_evaluator":
-            _BUILT[key] = EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
-                                            weights=weights_path)
-        else:
-            _BUILT[key] = EXTRACTORS[name](weights_path, antialias, device)
-    return _BUILT[key]
+            return PixelFeatures(pixel_size, antialias)
+        if name == "toy_evaluator":
+            return EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
+                                     weights=weights_path)
+        return EXTRACTORS[name](weights_path, antialias, device)
+
+    return load_once(("extractor", name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size)),
+                     build)
 
 
 def images_to_tensor(images: list[Any]) -> torch.Tensor:

@@ -20,7 +20,6 @@ scenes: ``harness.toy.data:render_pool``).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 from collections.abc import Iterator
@@ -134,11 +133,9 @@ class RealImages:
 
     def arrays(self) -> np.ndarray:
         if self._arrays is None:
-            module_name, _, attribute = self.source.partition(":")
-            try:
-                function = getattr(importlib.import_module(module_name), attribute)
-            except (ModuleNotFoundError, AttributeError) as error:
-                raise ConfigError(f"metric.fid.real_source={self.source!r} cannot be imported ({error}).") from None
+            from harness.registry import load_target
+
+            function = load_target(self.source, "metric.fid.real_source")
             result = function(**self.source_options)
             images = np.asarray(getattr(result, "images", result))
             if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:

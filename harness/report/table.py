@@ -165,12 +165,12 @@ def compare_table(paths: list[str], reference: str, metrics: list[str] | None = 
     For each metric with per-sample values, a predictor's value on an image is the mean of its
     rows for that sample (an image with several nouns: the mean over its nouns). The difference
     is the mean over the images both predictors scored of (predictor - reference), with a 95%
-    percentile bootstrap interval over those images (:func:`harness.metrics.stats.paired_differences`:
+    percentile bootstrap interval over those images (:func:`harness.stats.paired_differences`:
     seeded, the same resamples for every predictor). Predictors scored on other samples get no
     difference and say so; metrics without per-sample values (dataset-level figures such as
     FID) are listed with that reason.
     """
-    from harness.metrics.stats import paired_differences
+    from harness.stats import paired_differences
 
     samples = load_sample_rows(paths)
     aggregates = load_rows(paths, with_baselines=False)

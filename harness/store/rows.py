@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +33,11 @@ PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
 SAMPLE_PROVENANCE_COLUMNS = {"sample_git_sha": "git_sha", "sample_versions": "versions", "sample_created": "created"}
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
+#: The rows column that says why an optional metric or baseline produced no value.
+SKIPPED_COLUMN = "skipped_reason"
+#: The rows column naming the ``metric:`` entry an aggregate row came from (a metric may write
+#: rows under other names, e.g. ``bias.<attribute>.skew``).
+ENTRY_COLUMN = "metric_entry"
 VERSIONED_PACKAGES = ["torch", "diffusers", "transformers", "torchmetrics", "numpy"]
 
 
@@ -49,6 +55,12 @@ class MetricResult:
     definition: str = ""
     #: extra hp.* or identity overrides for this row (e.g. a baseline's own method name)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def skipped_result(metric: str, reason: str, kind: str = "quality") -> MetricResult:
+    """The aggregate row of something that was skipped: value NaN, n 0, the reason beside it."""
+    return MetricResult(metric, math.nan, 0, kind=kind, definition=f"skipped: {reason}",
+                        extra={SKIPPED_COLUMN: reason})
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:

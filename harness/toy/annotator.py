@@ -41,7 +41,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from harness.errors import DataError
-from harness.metrics.overlap import mask_iou
+from harness.overlap import mask_iou
 from harness.toy.world import (
     ALL_COLOURS,
     BACKGROUND_WORD,
@@ -228,7 +228,7 @@ class ToyAnnotator:
             if member.sum() >= self.min_pixels:
                 core_ids.append(core)
                 colours.append(np.median(pixels[member], axis=0))
-        regions = self._grow(pixels, background, cores, core_ids, colours)
+        regions = self.grow(pixels, background, cores, core_ids, colours)
         labels = np.zeros(image.shape[:2], dtype=np.int32)
         if regions:
             shapes = None
@@ -242,7 +242,7 @@ class ToyAnnotator:
                     labels[region] = UNASSIGNED
         return Annotation(labels, parsed, background, colours)
 
-    def _grow(self, pixels: np.ndarray, background: np.ndarray, cores: np.ndarray,
+    def grow(self, pixels: np.ndarray, background: np.ndarray, cores: np.ndarray,
               core_ids: list[int], colours: list[np.ndarray]) -> list[np.ndarray]:
         """Each core's region: pixels nearer its colour than the background's, within reach, connected."""
         if not core_ids:

@@ -24,7 +24,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from harness.errors import HarnessError
 from harness.models.clip_tokenizer import build_clip_tokenizer
 from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_SIZE, WORD_TO_ID, encode
-from harness.toy.unet import sampling_scheduler
+from harness.toy.unet import load_ema_unet, sampling_scheduler
 from harness.toy.world import VOCABULARY
 
 
@@ -83,8 +83,6 @@ def to_training_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> CL
 
 def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
     """Write run_dir's autoencoder, text encoder and EMA UNet as a StableDiffusionPipeline folder."""
-    from harness.toy.train import load_ema_unet
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     # A decoder fine-tuned with the encoder frozen (autoencoder.finetune_decoder) decodes the same
     # latents better; use it when the run has one.

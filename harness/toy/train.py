@@ -31,9 +31,7 @@ from harness.toy.data import load_or_render_pool
 from harness.toy.probe import teacher_forced_probe
 from harness.toy.text_encoder import pretrain_text_encoder
 from harness.toy.tokens import V1, TokenSpace
-from harness.toy.unet import build_unet, training_scheduler
-
-CHECKPOINT = "unet_checkpoint"
+from harness.toy.unet import CHECKPOINT, build_unet, training_scheduler
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -110,18 +108,6 @@ def _save_checkpoint(run_dir: Path, unet, ema: EMAModel, optimizer, rng: np.rand
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def load_ema_unet(run_dir: Path):
-    """The UNet of a run's checkpoint with its EMA weights (what gets exported)."""
-    path = Path(run_dir) / CHECKPOINT / "ema_unet.safetensors"
-    if not path.exists():
-        raise HarnessError(f"no UNet checkpoint at {path}; train one with `python -m harness.toy.train`")
-    unet = build_unet()
-    missing, unexpected = unet.load_state_dict(load_file(path), strict=False)
-    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
-        raise HarnessError(f"{path} does not match the toy UNet (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return unet.eval()
 
 
 def learning_rate_at(step: int, args: argparse.Namespace) -> float:

@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from harness.data.prompts import PromptRecord
-from harness.methods.daam_figures import (
-    binary_mask,
+from harness.heatmaps import (
+    heatmap_to_mask,
     normalize_minmax,
     save_overlays,
     sweep_iou,
@@ -20,9 +20,10 @@ HEAT = np.array([[2.0, 4.0], [6.0, 10.0]])  # min-max normalised: [[0, .25], [.5
 
 def test_mask_at_the_default_threshold():
     np.testing.assert_allclose(normalize_minmax(HEAT), [[0.0, 0.25], [0.5, 1.0]])
-    np.testing.assert_array_equal(binary_mask(HEAT), [[False, False], [True, True]])  # tau 0.4
-    np.testing.assert_array_equal(binary_mask(HEAT, 0.5), [[False, False], [False, True]])  # strictly greater
-    np.testing.assert_array_equal(binary_mask(np.full((2, 2), 3.0)), np.zeros((2, 2), bool))  # constant map: empty
+    np.testing.assert_array_equal(heatmap_to_mask(HEAT), [[False, False], [True, True]])  # tau 0.4
+    np.testing.assert_array_equal(heatmap_to_mask(HEAT, threshold=0.5), [[False, False], [False, True]])  # strictly greater
+    np.testing.assert_array_equal(heatmap_to_mask(np.full((2, 2), 3.0)), np.ones((2, 2), bool))  # constant > 0: full
+    np.testing.assert_array_equal(heatmap_to_mask(np.zeros((2, 2))), np.zeros((2, 2), bool))  # zero map: empty
 
 
 def test_threshold_sweep_and_iou():
@@ -52,3 +53,23 @@ def test_save_overlays_writes_one_png_per_sample(tmp_path):
             assert image.format == "PNG"
     with Image.open(written[0]) as wide, Image.open(written[1]) as narrow:
         assert wide.size[0] > narrow.size[0]  # three panels (image + 2 words) vs two
+
+
+def test_the_miou_metric_scores_a_constant_map_as_the_one_mask_function_does():
+    """A constant positive map is the whole image (IoU = the truth's area share), after resizing too."""
+    from harness.metrics.miou import NounMIoU
+    from harness.overlap import mask_iou
+
+    truth = np.zeros((4, 4), bool)
+    truth[:2, :2] = True
+    record = PromptRecord("c", "a dog", 0, meta={"nouns": ["dog"], "ground_truth": {}})
+    sample = Sample(image=np.zeros((4, 4, 3), np.uint8), arrays={"heatmap:dog": np.full((2, 2), 0.7, np.float32)},
+                    meta={"words": ["dog"]})
+    class Truth:
+        def masks(self, record, sample):
+            return {"dog": truth}
+
+    metric = NounMIoU(ground_truth=Truth())
+    metric.reset()
+    assert mask_iou(heatmap_to_mask(sample.arrays["heatmap:dog"], truth.shape), truth) == 0.25
+    assert [row["value"] for row in metric.process(record, sample)] == [0.25]

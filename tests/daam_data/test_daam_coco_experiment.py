@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness import REPO_ROOT
 from harness.errors import MissingWeightsError
 
 
@@ -31,13 +32,12 @@ def test_daam_coco_without_weights_gives_the_missing_weights_error(compose, capt
 
 
 def test_paper_numbers_file_has_our_columns_and_only_sourced_rows():
-    from pathlib import Path
 
     import pandas as pd
 
     from harness.store.rows import ROW_COLUMNS
 
-    frame = pd.read_csv(Path(__file__).resolve().parents[2] / "baselines" / "daam_paper.csv")
+    frame = pd.read_csv(REPO_ROOT / "baselines" / "daam_paper.csv")
     assert list(frame.columns) == [*ROW_COLUMNS, "note"]
     assert frame["source"].str.startswith("paper:daam-acl2023:").all()
     assert frame["note"].notna().all()

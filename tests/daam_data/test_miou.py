@@ -8,8 +8,10 @@ import pytest
 from harness.data.ground_truth import encode_inline
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
+from harness.heatmaps import heatmap_to_mask, normalize_minmax
 from harness.metrics.base import build_metrics
-from harness.metrics.miou import Coco80NounMIoU, NounMIoU, heatmap_to_mask, mask_iou, normalise_min_max
+from harness.metrics.miou import Coco80NounMIoU, NounMIoU
+from harness.overlap import mask_iou
 from harness.store.samples import Sample
 
 
@@ -83,8 +85,12 @@ def test_mask_pipeline_matches_the_hand_computed_upsampling():
     # min-max normalisation makes the threshold relative to the map's own range
     np.testing.assert_array_equal(heatmap_to_mask(CORNER * 5 + 3, (4, 4), 0.4), block(4, 4, 0, 2, 2, 4))
     # constant maps: all inside when positive, all outside when zero
-    assert normalise_min_max(np.full((2, 2), 0.7)).min() == 1.0
-    assert normalise_min_max(np.zeros((2, 2))).max() == 0.0
+    assert normalize_minmax(np.full((2, 2), 0.7)).min() == 1.0
+    assert normalize_minmax(np.zeros((2, 2))).max() == 0.0
+    # ... also after resizing, whose rounding must not speckle the mask, at any threshold
+    for constant, inside in ((0.7, True), (1.0, True), (0.0, False), (-2.0, False)):
+        for threshold in (0.0, 0.4, 0.99):
+            assert (heatmap_to_mask(np.full((2, 2), constant, np.float32), (4, 4), threshold) == inside).all()
     assert mask_iou(block(4, 4, 0, 2, 2, 4), DOG_GT) == pytest.approx(4 / 6)
 
 

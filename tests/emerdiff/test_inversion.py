@@ -71,3 +71,18 @@ def test_a_snapping_note_is_logged_once_per_process_but_returned_every_time(tiny
         notes = [snap_timestep(283, grid, "method.test_once")[2] for _ in range(3)]
     assert notes[0] is not None and notes.count(notes[0]) == 3
     assert sum("method.test_once=283" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_a_thresholding_scheduler_is_refused_in_one_line(tiny_model, image):
+    from diffusers import DDPMScheduler
+
+    from harness.errors import ConfigError
+
+    pipeline = tiny_model.pipeline
+    original = pipeline.scheduler
+    pipeline.scheduler = DDPMScheduler.from_config(original.config, thresholding=True)
+    try:
+        with pytest.raises(ConfigError, match="thresholding=True"):
+            invert(pipeline, image, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    finally:
+        pipeline.scheduler = original

@@ -10,14 +10,13 @@ from PIL import Image
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
-from harness.metrics.overlap import confusion_matrix
 from harness.metrics.unsupervised_seg import (
     MiouHungarian,
     PixelAccuracy,
-    hungarian_match,
     resize_labels,
     unsupervised_segmentation_scores,
 )
+from harness.overlap import confusion_matrix, hungarian_match
 from harness.store.samples import Sample
 
 # Two images, 3 classes; -1 = ignored (its prediction, 2, must not count).

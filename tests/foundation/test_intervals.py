@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.metrics.stats import grouped_mean_ci, mean_ci, paired_differences, proportion_ci
+from harness.stats import grouped_mean_ci, mean_ci, paired_differences, proportion_ci
 
 
 def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

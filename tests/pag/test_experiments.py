@@ -43,12 +43,10 @@ class StandInEvaluator:
 
 @pytest.fixture
 def stand_in_evaluator(monkeypatch):
-    import harness.metrics.features as features
 
     module = types.ModuleType("harness.toy.evaluator")
     module.load_evaluator = lambda device="cpu": StandInEvaluator()
     monkeypatch.setitem(sys.modules, "harness.toy.evaluator", module)
-    monkeypatch.setattr(features, "_BUILT", {})
     monkeypatch.setattr(StandInEvaluator, "seen", [])
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.attention import swap_processors
 from harness.errors import ConfigError
 from harness.methods.base import to_uint8
 from harness.methods.guidance import (
@@ -15,7 +16,6 @@ from harness.methods.guidance import (
     PerturbedSelfAttnProcessor,
     Plain,
     check_layer_patterns,
-    restored_processors,
 )
 from harness.models.tiny import tiny_components
 
@@ -150,7 +150,7 @@ def test_ablation_perturbations_are_deterministic_and_differ_from_identity(metho
 def test_processors_are_restored_after_a_failure(tiny_model):
     unet = tiny_model.pipeline.unet
     before = {name: type(p) for name, p in unet.attn_processors.items()}
-    with pytest.raises(RuntimeError), restored_processors(unet):
+    with pytest.raises(RuntimeError), swap_processors(unet, {}):
         unet.set_attn_processor(PerturbedSelfAttnProcessor("identity"))
         raise RuntimeError("sampling failed")
     assert {name: type(p) for name, p in unet.attn_processors.items()} == before

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import REPO_ROOT
 from harness.rating.access import ensure_access
 from harness.rating.task import read_ratings
 from harness.report.browser import (
@@ -29,8 +30,6 @@ from harness.report.browser import (
     screenshot_dir,
     wait_for,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Server:

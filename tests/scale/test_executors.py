@@ -5,17 +5,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from harness import REPO_ROOT
 from harness.run import run_experiment
 from harness.store.samples import EVENTS_FILE
 
 from .test_shards import comparable
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def smoke(compose, store, *extra):

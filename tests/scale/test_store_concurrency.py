@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from harness import REPO_ROOT
 from harness.store.samples import EVENTS_FILE, META_FILE, Sample, SampleStore, SampleWriter
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYS = [f"{index:02d}" + "ab" * 31 for index in range(24)]
 
 

@@ -1,7 +1,6 @@
 """Throughput defaults: float16 on CUDA, SDPA attention, and generation overlapped with writing."""
 
 import threading
-import time
 
 import numpy as np
 import torch
@@ -28,40 +27,43 @@ def test_loaded_pipelines_use_scaled_dot_product_attention(compose):
     assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors.values())
 
 
-class _SlowMethod:
-    """Generation that takes 0.2 s per batch and records when each batch ran."""
+class _RecordingMethod:
+    """Generation that records the start of each batch as an event the test can wait for."""
 
-    name = "slow"
+    name = "recording"
 
-    def __init__(self):
-        self.spans = []
+    def __init__(self, batches: int):
+        self.started = [threading.Event() for _ in range(batches)]
+        self.calls = 0
 
     def run_batch(self, records, seeds):
-        began = time.perf_counter()
-        time.sleep(0.2)
-        self.spans.append((began, time.perf_counter()))
+        self.started[min(self.calls, len(self.started) - 1)].set()
+        self.calls += 1
         return [Sample(image=np.full((64, 64, 3), seed % 256, np.uint8)) for seed in seeds]
 
 
 def test_store_writes_run_on_another_thread_while_the_next_batch_is_generated(tmp_path, monkeypatch):
+    """Deterministic overlap (no timing): the write of batch k does not finish until the generation
+    of batch k + 1 has started. On a writer thread that happens at once; if writes ran in the
+    generating thread, batch k + 1 could not start and the wait would time out (the test fails)."""
     store = SampleStore(tmp_path)
+    batches, batch_size = 4, 2
+    method = _RecordingMethod(batches)
     writes = []
     original_put = store.put
 
-    def slow_put(key, sample, spec=None):
-        began = time.perf_counter()
-        time.sleep(0.05)
-        writes.append((began, threading.current_thread().name))
+    def put_after_next_batch_started(key, sample, spec=None):
+        batch = int(key, 16) // batch_size
+        overlapped = method.started[batch + 1].wait(timeout=30) if batch + 1 < batches else None
+        writes.append((batch, overlapped, threading.current_thread().name))
         return original_put(key, sample, spec)
 
-    monkeypatch.setattr(store, "put", slow_put)
-    method = _SlowMethod()
+    monkeypatch.setattr(store, "put", put_after_next_batch_started)
     plan = [PlannedSample(PromptRecord(f"r{i}", "p", i), i, f"{i:064x}", {"i": i}) for i in range(8)]
-    assert generate_missing(method, plan, store, batch_size=2) == (8, 0)
-    assert {name for _, name in writes} == {"sample-writer"}
-    # a write of batch k overlaps the generation of batch k + 1
-    overlapped = sum(any(start <= began < end for start, end in method.spans[1:]) for began, _ in writes)
-    assert overlapped >= 3
+    assert generate_missing(method, plan, store, batch_size=batch_size) == (8, 0)
+    assert {name for _, _, name in writes} == {"sample-writer"}
+    # every write of batches 0-2 waited for, and saw, the next batch's generation start
+    assert [overlapped for batch, overlapped, _ in writes if batch + 1 < batches] == [True] * 6
     assert all(store.get(f"{i:064x}").image[0, 0, 0] == i for i in range(8))
     assert all(item.spec is None for item in plan), "specs are not kept once written"
     # a rerun finds all of them and generates nothing

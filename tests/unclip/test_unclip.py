@@ -109,17 +109,19 @@ def test_missing_karlo_weights_stop_with_the_usual_message(compose, tmp_path):
 def test_daam_through_karlos_decoder_leaves_the_image_unchanged():
     from types import SimpleNamespace
 
-    from harness.methods.unclip import _word_positions, karlo_decode_with_caption
+    from harness.errors import ConfigError
+    from harness.methods.unclip import karlo_decode_with_caption, word_positions
     from harness.models.unclip import load_tiny_unclip
 
     model = load_tiny_unclip(SimpleNamespace(name="tiny_karlo", weights_seed=0, device="cpu", dtype="auto"))
     embedding = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)
     caption = "a red circle"
-    positions = _word_positions(model.pipeline.tokenizer, caption, ["red", "circle", "star"])
-    assert positions == {"red": [2], "circle": [3]}  # BOS at 0; "star" is not in the caption
+    assert word_positions(model.pipeline.tokenizer, caption, ["red", "circle"]) == {"red": [2], "circle": [3]}  # BOS at 0
+    with pytest.raises(ConfigError, match="'star' is not in the prompt"):  # never dropped silently
+        karlo_decode_with_caption(model, embedding, caption, torch.Generator().manual_seed(0), 2, 3.0, words=["star"])
     plain, none = karlo_decode_with_caption(model, embedding, caption, torch.Generator().manual_seed(0), 2, 3.0)
     traced, maps = karlo_decode_with_caption(model, embedding, caption, torch.Generator().manual_seed(0), 2, 3.0,
-                                             words=["red", "circle", "star"])
+                                             words=["red", "circle"])
     # the tracing processor computes what diffusers' does (its default is the SDPA kernel: float rounding only)
     difference = np.abs(plain.astype(int) - traced.astype(int))
     assert none == {} and difference.max() <= 2 and difference.mean() < 0.05
@@ -129,5 +131,44 @@ def test_daam_through_karlos_decoder_leaves_the_image_unchanged():
     # the caption conditions the decoder: another caption, same noise, another image
     other, _ = karlo_decode_with_caption(model, embedding, "a blue star", torch.Generator().manual_seed(0), 2, 3.0)
     assert not np.array_equal(plain, other)
+    # no hook is left on the pipeline's components: the next plain decode is the first one again
+    again, _ = karlo_decode_with_caption(model, embedding, caption, torch.Generator().manual_seed(0), 2, 3.0)
+    assert np.array_equal(plain, again)
     # the processors are restored
     assert all(type(p).__name__ != "_DecoderTracer" for p in model.pipeline.decoder.attn_processors.values())
+
+
+def test_unclip_daam_maps_are_the_attention_mass_on_the_word_tokens():
+    """Known answer: with every query projection zeroed, each decoder attention is uniform over its
+    unmasked keys (4 image-embedding context tokens, the caption's 5 tokens: BOS "a" "red" "circle"
+    EOS, and the layer's own P pixels), so a one-token word's map is 1 / (9 + P) at every pixel of
+    every call; summed over steps and averaged over layers, as DAAM aggregates."""
+    from types import SimpleNamespace
+
+    from harness.methods.unclip import karlo_decode_with_caption
+    from harness.models.unclip import load_tiny_unclip
+
+    model = load_tiny_unclip(SimpleNamespace(name="tiny_karlo", weights_seed=0, device="cpu", dtype="auto"))
+    decoder = model.pipeline.decoder
+    pixels = []  # P of every attention call, read from the inputs (independent of the tracer)
+    hooks = []
+    for module in decoder.modules():
+        if hasattr(module, "to_q") and hasattr(module, "add_k_proj"):
+            torch.nn.init.zeros_(module.to_q.weight)
+            if module.to_q.bias is not None:
+                torch.nn.init.zeros_(module.to_q.bias)
+            hooks.append(module.register_forward_pre_hook(
+                lambda m, args, kwargs: pixels.append(int(np.prod((args[0] if args else kwargs["hidden_states"]).shape[2:]))),
+                with_kwargs=True))
+    steps = 2
+    embedding = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)
+    try:
+        _, maps = karlo_decode_with_caption(model, embedding, "a red circle", torch.Generator().manual_seed(0), steps,
+                                            3.0, words=["red", "circle"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert pixels and len(pixels) % steps == 0
+    expected = sum(1.0 / (4 + 5 + p) for p in pixels) / (len(pixels) // steps)
+    for word in ("red", "circle"):
+        np.testing.assert_allclose(maps[word], np.full((32, 32), expected), rtol=1e-4)
