@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from harness.metrics.overlap import confusion_matrix
-from harness.metrics.stats import bootstrap_ci, proportion_ci
+from harness.overlap import confusion_matrix
+from harness.stats import bootstrap_ci, proportion_ci
 from harness.toy.splits import eval_indices
 from harness.toy.v2 import annotator as annotator_module
 from harness.toy.v2 import features as features_module
@@ -175,7 +175,7 @@ def _miou_row(predicted: np.ndarray, truth: np.ndarray) -> tuple[dict[str, Any],
 
 def _instance_recall(annotations: list, truth: InstrumentPool) -> tuple[int, int, list[bool]]:
     """Truth instances matched (IoU >= 0.5) by a predicted instance of the right class."""
-    from harness.metrics.overlap import mask_iou
+    from harness.overlap import mask_iou
 
     hits, total, per_image = 0, 0, []
     for annotation, labels, shapes in zip(annotations, truth.instance_labels, truth.shape):
