@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from harness import REPO_ROOT
+from harness.compose import is_hydra_override
 from harness.errors import HarnessError
 
 CONFIG_DIR = REPO_ROOT / "conf"
@@ -48,40 +49,50 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def cmd_run(overrides: list[str]) -> int:
-    """``harness run``: compose the config with Hydra and run it (one job, or ``-m`` for a sweep)."""
+def cmd_run(args: list[str]) -> int:
+    """``harness run``: compose the config with Hydra and run it (one job, or ``-m`` for a sweep).
+
+    The overrides are composed first by :func:`harness.compose.compose` (the same helper as
+    the Python API, the tests and the bench), so a misspelt name or key stops here with one
+    line and the closest match, ``smoke=true`` adds the experiment's ``smoke_overrides``, and
+    ``hydra.run.dir`` given to an experiment that is a sweep becomes its sweep folder.
+    """
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     from harness.config import register_configs
 
+    args = prepare_run_arguments(args)
     register_configs()
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
     def task(cfg) -> float | None:
         from harness.report.table import print_summary
         from harness.run import run_experiment
-        from harness.selection import apply_selected
-        from harness.validation import check_config
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        with open_dict(cfg):  # what this job was composed from: selection.chosen never overwrites it
+            cfg.overrides = [o for o in HydraConfig.get().overrides.task if not is_hydra_override(o)]
         try:
-            # the values `harness select` chose on dev, where the command line does not set them
-            cfg = apply_selected(cfg, HydraConfig.get().overrides.task)
-            check_config(cfg)  # the model-independent checks, before the prompt set or model is built
-            outcome = run_experiment(cfg, run_dir, cwd=Path.cwd())
+            outcome = run_experiment(cfg, run_dir, cwd=Path.cwd())  # applies selection.chosen, checks
         except HarnessError as error:
             logging.getLogger("harness").error("%s", error)
             print(f"harness: error: {error}", file=sys.stderr)
             sys.exit(2)
-        if cfg.print_summary and not outcome.rows.empty:  # a shard run has no rows
+        if outcome.shard is not None:
+            print(f"Shard {outcome.shard}: wrote {run_dir / 'shard.json'}; {outcome.generated} sample(s) "
+                  f"generated, {outcome.reused} reused, in the store {outcome.store}. No rows yet: score "
+                  "with the same command without shard.*.")
+            return None
+        if cfg.print_summary and not outcome.rows.empty:
             print_summary(outcome.rows)
         print(f"Results: {run_dir} (summary.csv, rows.parquet); "
               f"{outcome.generated} sample(s) generated, {outcome.reused} reused from the cache.")
         return None
 
     saved_argv = sys.argv
-    sys.argv = ["harness", *overrides]
+    sys.argv = ["harness", *args]
     try:
         task()
     except SystemExit as exit_:  # Hydra's own errors and the task's HarnessError exit this way
@@ -91,6 +102,67 @@ def cmd_run(overrides: list[str]) -> int:
     finally:
         sys.argv = saved_argv
     return 0
+
+
+#: Hydra command-line flags that take a value (the value is not an override).
+_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun")
+
+
+def _overrides_of(args: list[str]) -> list[str]:
+    """The ``key=value`` overrides among Hydra's command-line arguments (flags left out)."""
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("-"):
+            skip = arg in _VALUE_FLAGS
+            continue
+        overrides.append(arg)
+    return overrides
+
+
+def _first_of_sweeps(overrides: list[str]) -> list[str]:
+    """Each sweep override (``seed=0,1,2``) replaced by its first value, for checking one job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not is_hydra_override(o)])
+    except HydraException as error:
+        raise HarnessError(str(error).strip().splitlines()[0]) from None
+    single = []
+    for override in parsed:
+        if override.is_sweep_override():
+            prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
+            first = next(iter(override.sweep_string_iterator()), "")
+            single.append(f"{prefix}{override.key_or_group}={first}")
+        else:
+            single.append(override.input_line)
+    return single
+
+
+def prepare_run_arguments(args: list[str]) -> list[str]:
+    """Check ``harness run``'s overrides with :func:`harness.compose.compose` (one line and the
+    closest match for a typo), add the experiment's ``smoke_overrides`` under ``smoke=true``, and
+    make ``hydra.run.dir`` the sweep folder of an experiment that is a sweep."""
+    from harness.compose import compose, with_smoke_overrides
+
+    if any(arg in ("-h", "--help", "--hydra-help") for arg in args):
+        return args
+    overrides = _overrides_of(args)
+    cfg = compose(_first_of_sweeps(overrides), return_hydra_config=True)
+    if cfg.get("smoke") and cfg.get("smoke_overrides"):
+        args = with_smoke_overrides(args, [o for o in cfg.smoke_overrides if o not in overrides])
+    multirun = "-m" in args or "--multirun" in args or str(cfg.hydra.get("mode")) in ("MULTIRUN", "RunMode.MULTIRUN")
+    run_dirs = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
+    if multirun and run_dirs and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+        args = [*args, f"hydra.sweep.dir={run_dirs[-1]}"]
+        print(f"note: experiment={cfg.experiment} is a sweep (hydra.mode=MULTIRUN or -m): hydra.run.dir={run_dirs[-1]} "
+              f"is its sweep folder, one job per subfolder ({run_dirs[-1]}/0, {run_dirs[-1]}/1, ...); "
+              "hydra.mode=RUN runs one job in hydra.run.dir instead.", flush=True)
+    return args
 
 
 def cmd_table(args: list[str]) -> int:

@@ -141,6 +141,9 @@ class RunConfig:
     #: how the experiment's tuned hyperparameters are chosen on dev, and the chosen values
     #: (``harness select``; see harness/selection.py)
     selection: dict[str, Any] = field(default_factory=dict)
+    #: the overrides this config was composed from (written by :func:`harness.compose.compose`
+    #: and ``harness run``): ``selection.chosen`` never overwrites a key they set
+    overrides: list[str] = field(default_factory=list)
 
 
 def register_configs(config_dir: str | Path | None = None) -> None:

@@ -152,16 +152,11 @@ def test_cli_scheduler_option(tmp_path):
 
 
 def test_daam_smoke_experiment_runs(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from harness import REPO_ROOT
-    from harness.config import register_configs
+    from harness.compose import compose
     from harness.run import run_experiment
     from harness.store.samples import SampleStore
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=daam_smoke", f"store.root={tmp_path / 'store'}", "model.device=cpu"])
+    cfg = compose(["experiment=daam_smoke", f"store.root={tmp_path / 'store'}", "model.device=cpu"])
     assert cfg.method.name == "daam" and cfg.method.layers == ["down_blocks.*", "up_blocks.*"]
     outcome = run_experiment(cfg, tmp_path / "run")
     assert outcome.generated == 2
