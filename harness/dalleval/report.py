@@ -1,7 +1,7 @@
 """Markdown tables of skill and bias runs, from their rows (``rows.parquet`` under a run or sweep folder).
 
-    python -m harness.dalleval.report skills results/skills_toy_test
-    python -m harness.dalleval.report bias results/bias_toy_test
+    harness dalleval-report skills results/skills_toy_test
+    harness dalleval-report bias results/bias_toy_test
 
 ``skills``: one line per skill, one column per dataset (value [95% interval], n); an empty cell
 carries its note. ``bias``: per attribute, each measure for the model, the training
@@ -100,7 +100,7 @@ def bias_table(folder: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.dalleval.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness dalleval-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("skills", "bias"))
     parser.add_argument("folder")

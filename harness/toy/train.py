@@ -1,8 +1,8 @@
 """Train the toy text-to-image model: autoencoder, toy CLIP text encoder, then the UNet.
 
-    python -m harness.toy.train --run-name toy                 # start (or run missing stages)
-    python -m harness.toy.train --resume results/toy_train/toy # continue the UNet from its checkpoint
-    python -m harness.toy.train --resume results/toy_train/toy --export weights/toy
+    harness toy train --run-name toy                 # start (or run missing stages)
+    harness toy train --resume results/toy_train/toy # continue the UNet from its checkpoint
+    harness toy train --resume results/toy_train/toy --export weights/toy
 
 Stages run in order and are skipped when their output exists in the run folder:
 `vae/` (AutoencoderKL), `text_encoder/` (pretrained toy CLIP, then frozen), `unet_checkpoint/`
@@ -114,7 +114,7 @@ def load_ema_unet(run_dir: Path):
     """The UNet of a run's checkpoint with its EMA weights (what gets exported)."""
     path = Path(run_dir) / CHECKPOINT / "ema_unet.safetensors"
     if not path.exists():
-        raise HarnessError(f"no UNet checkpoint at {path}; train one with `python -m harness.toy.train`")
+        raise HarnessError(f"no UNet checkpoint at {path}; train one with `harness toy train`")
     unet = build_unet()
     missing, unexpected = unet.load_state_dict(load_file(path), strict=False)
     if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
@@ -246,7 +246,7 @@ def _import_shipped_components(pipeline_dir: Path, run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `harness toy train` / `python -m harness.toy.train`."""
+    """Entry point of `harness toy train` / `harness toy train`."""
     args = _parse(argv)
     torch.set_num_threads(args.threads)
     run_dir = args.resume if args.resume is not None else args.out_root / args.run_name
