@@ -175,6 +175,8 @@ DATASETS: Registry = Registry("dataset", package="harness.data", conf_group="dat
 METHODS: Registry = Registry("method", package="harness.methods", conf_group="method")
 METRICS: Registry = Registry("metric", package="harness.metrics", conf_group="metric")
 BASELINES: Registry = Registry("baseline", package="harness.baselines")
+#: Renderers a data file may name (an image set's ``renderer``): data names a registered entry, never code.
+RENDERERS: Registry = Registry("renderer")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
@@ -228,6 +230,7 @@ BASELINES.register("detectron2", "harness.baselines.detectron2_adapter:Detectron
 DATASETS.register("toy_gen", "harness.data.toy_sets:build_toy_gen")
 DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
+RENDERERS.register("toy_scene", "harness.data.toy_sets:render_toy_scene")
 # DAAM analyses (issue 15): part of speech, visuosyntactic relations, cohyponym and adjectival entanglement.
 DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_cohyponym_pairs")
 DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from harness import REPO_ROOT
 from harness.errors import DataError
-from harness.store.rows import IDENTITY_COLUMNS, ROWS_FILE
+from harness.store.rows import IDENTITY_COLUMNS, ROWS_FILE, read_rows
 
 BASELINES_DIR = REPO_ROOT / "baselines"
 ALWAYS_SHOWN = ["dataset", "model", "method"]
@@ -45,7 +45,7 @@ def load_rows(paths: list[str], with_baselines: bool = True) -> pd.DataFrame:
     """Aggregate rows of the runs under ``paths``, plus matching published numbers."""
     frames = []
     for path in find_row_files(paths):
-        frame = pd.read_parquet(path)
+        frame = read_rows(path)
         frames.append(frame[frame["level"] == "aggregate"])
     rows = pd.concat(frames, ignore_index=True)
     if with_baselines:
@@ -138,7 +138,7 @@ def load_sample_rows(paths: list[str]) -> pd.DataFrame:
     """Per-sample quality rows (``level == "sample"``) of the runs under ``paths``."""
     frames = []
     for path in find_row_files(paths):
-        frame = pd.read_parquet(path)
+        frame = read_rows(path)
         frames.append(frame[frame["level"] == "sample"])
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not rows.empty and "kind" in rows.columns:

@@ -32,6 +32,8 @@ PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
 SAMPLE_PROVENANCE_COLUMNS = {"sample_git_sha": "git_sha", "sample_versions": "versions", "sample_created": "created"}
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
+#: The run folder's manifest: the SHA-256 of rows.parquet and summary.csv, checked by every reader.
+RUN_MANIFEST = "manifest.json"
 VERSIONED_PACKAGES = ["torch", "diffusers", "transformers", "torchmetrics", "numpy"]
 
 
@@ -149,7 +151,57 @@ def write_rows(frame: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
     _atomic_write(rows_path, lambda p: _normalise_for_parquet(frame).to_parquet(p, index=False))
     summary = frame[frame["level"] == "aggregate"]
     _atomic_write(summary_path, lambda p: summary.to_csv(p, index=False))
+    write_manifest(run_dir, [rows_path, summary_path])
     return rows_path, summary_path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: Path, files: list[Path]) -> Path:
+    """``manifest.json``: the SHA-256 of each of ``files`` (written last, atomically)."""
+    document = {"format": 1, "files": {path.name: _sha256(path) for path in files}}
+    path = run_dir / RUN_MANIFEST
+    _atomic_write(path, lambda p: p.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n"))
+    return path
+
+
+def verify_run_file(path: str | Path) -> None:
+    """Raise a DataError when ``path`` (rows.parquet or summary.csv of a run folder) does not match
+    the checksum its folder's manifest records. A folder without a manifest (written before
+    manifests existed) is not checked."""
+    from harness.errors import DataError
+
+    path = Path(path)
+    manifest = path.parent / RUN_MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        recorded = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{manifest} is damaged (not the manifest a run writes); rerun the run to write it "
+                        "again (its samples are cached).") from None
+    if path.name not in recorded:
+        return
+    if _sha256(path) != recorded[path.name]:
+        raise DataError(f"{path} fails its checksum in {manifest}: it was edited or damaged after the run wrote "
+                        "it. Rerun the run to write it again (its samples are cached, nothing is regenerated).")
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """A run's ``rows.parquet``, verified against its folder's manifest; one DataError when it fails."""
+    from harness.errors import DataError
+
+    verify_run_file(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path} cannot be read ({type(error).__name__}: {error}).") from None
 
 
 def _normalise_for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
