@@ -62,8 +62,9 @@ def _format_value(row: pd.Series) -> str:
         return ""
     text = f"{value:.4g}"
     low, high = row.get("ci_low"), row.get("ci_high")
-    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high) and low != high:
-        text += f" [{low:.4g}, {high:.4g}]"
+    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high):
+        # a zero-width interval is marked, not shown as [x, x] nor hidden
+        text += f" [{low:.4g}, {high:.4g}]" if low != high else " [zero width]"
     return text
 
 

@@ -32,6 +32,9 @@ PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
 SAMPLE_PROVENANCE_COLUMNS = {"sample_git_sha": "git_sha", "sample_versions": "versions", "sample_created": "created"}
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
+#: Says when an aggregate's interval has zero width (every value, or every resample, was the same).
+CI_NOTE_COLUMN = "ci_note"
+DEGENERATE_NOTE = "zero-width interval: every value (or resample) was the same; it says nothing about spread"
 #: The run folder's manifest: the SHA-256 of rows.parquet and summary.csv, checked by every reader.
 RUN_MANIFEST = "manifest.json"
 VERSIONED_PACKAGES = ["torch", "diffusers", "transformers", "torchmetrics", "numpy"]
@@ -119,6 +122,8 @@ def build_rows(
                "ci_low": _float_or_none(result.ci_low), "ci_high": _float_or_none(result.ci_high),
                "n": int(result.n), "kind": result.kind, "definition": result.definition,
                "source": "harness"}
+        if row["ci_low"] is not None and row["ci_low"] == row["ci_high"]:  # said, not shown as [x, x]
+            row[CI_NOTE_COLUMN] = DEGENERATE_NOTE
         row.update(hparams)
         row.update(result.extra)
         records.append(row)
@@ -133,7 +138,7 @@ def build_rows(
         row.update(item.get("extra", {}))
         records.append(row)
     frame = pd.DataFrame.from_records(records)
-    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS]:
+    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS, CI_NOTE_COLUMN]:
         if column not in frame.columns:
             frame[column] = None
     for column, value in provenance.items():
