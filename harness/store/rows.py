@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +33,8 @@ PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
 SAMPLE_PROVENANCE_COLUMNS = {"sample_git_sha": "git_sha", "sample_versions": "versions", "sample_created": "created"}
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
+#: Why an aggregate's value is empty (NaN): every empty cell carries one.
+SKIPPED_REASON_COLUMN = "skipped_reason"
 #: Says when an aggregate's interval has zero width (every value, or every resample, was the same).
 CI_NOTE_COLUMN = "ci_note"
 DEGENERATE_NOTE = "zero-width interval: every value (or resample) was the same; it says nothing about spread"
@@ -126,6 +129,9 @@ def build_rows(
             row[CI_NOTE_COLUMN] = DEGENERATE_NOTE
         row.update(hparams)
         row.update(result.extra)
+        if math.isnan(row["value"]) and not row.get(SKIPPED_REASON_COLUMN):  # an empty cell always says why
+            row[SKIPPED_REASON_COLUMN] = (f"no value: {result.metric} had nothing to score" if not result.n else
+                                          f"no finite value from {result.n} scored item(s)")
         records.append(row)
     for item in per_sample:
         row = {**identity, "level": "sample", "sample_id": str(item["sample_id"]), "item": item.get("item"),
@@ -138,7 +144,7 @@ def build_rows(
         row.update(item.get("extra", {}))
         records.append(row)
     frame = pd.DataFrame.from_records(records)
-    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS, CI_NOTE_COLUMN]:
+    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS, CI_NOTE_COLUMN, SKIPPED_REASON_COLUMN]:
         if column not in frame.columns:
             frame[column] = None
     for column, value in provenance.items():

@@ -169,3 +169,15 @@ def test_times_are_never_negative_and_zero_width_intervals_are_marked():
     rows = build_rows({"method": "m"}, {}, {}, [MetricResult("acc", 1.0, 5, 1.0, 1.0), seconds], [])
     assert rows[CI_NOTE_COLUMN].iloc[0].startswith("zero-width interval") and pd.isna(rows[CI_NOTE_COLUMN].iloc[1])
     assert _format_value(rows.iloc[0]) == "1 [zero width]"
+
+
+def test_every_empty_aggregate_cell_says_why():
+    from harness.store.rows import MetricResult, build_rows
+
+    rows = build_rows({"method": "m"}, {}, {}, [MetricResult("fid", float("nan"), 0),
+                                                 MetricResult("is", float("nan"), 12),
+                                                 MetricResult("clip", float("nan"), 0, extra={"skipped_reason": "no CLIP"}),
+                                                 MetricResult("acc", 0.5, 4)], [])
+    assert list(rows["skipped_reason"].iloc[:3]) == ["no value: fid had nothing to score",
+                                                     "no finite value from 12 scored item(s)", "no CLIP"]
+    assert rows["skipped_reason"].isna().iloc[3]
