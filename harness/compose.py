@@ -194,23 +194,25 @@ def _typed_nodes(node: Any, path: str):
 
 
 def check_metric_options(cfg: DictConfig) -> None:
-    """The metric group's schema: each ``metric:`` entry names a registered metric, and its options
-    are parameters of that metric (the metric class's signature is its schema)."""
-    from harness.registry import METRICS
+    """The schema of the ``metric:`` and ``baseline:`` entries: each names a registered metric or
+    baseline, and its options are parameters of that class (its signature is its schema)."""
+    from harness.registry import BASELINES, METRICS
 
-    entries = OmegaConf.to_container(cfg.get("metric") or {}, resolve=False) or {}
-    for name, options in entries.items():
-        try:
-            target = METRICS.get(name)
-        except KeyError:
-            raise ConfigError(f"metric.{name}: no such metric.{closest(name, METRICS.names())}") from None
-        accepted = _parameters(target)
-        if accepted is None:
-            continue
-        for key in (options or {}):
-            if key != "optional" and key not in accepted:
-                raise ConfigError(f"metric.{name}.{key}: {name} takes no option {key!r}."
-                                  f"{_prefixed(closest(key, [*accepted, 'optional']), f'metric.{name}')}")
+    for group, registry in (("metric", METRICS), ("baseline", BASELINES)):
+        node = cfg.get(group)
+        entries = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else {}
+        for name, options in entries.items():
+            try:
+                target = registry.get(name)
+            except KeyError:
+                raise ConfigError(f"{group}.{name}: no such {group}.{closest(name, registry.names())}") from None
+            accepted = _parameters(target)
+            if accepted is None:
+                continue
+            for key in (options or {}):
+                if key != "optional" and key not in accepted:
+                    raise ConfigError(f"{group}.{name}.{key}: {name} takes no option {key!r}."
+                                      f"{_prefixed(closest(key, [*accepted, 'optional']), f'{group}.{name}')}")
 
 
 def _parameters(target: Any) -> set[str] | None:

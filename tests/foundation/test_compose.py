@@ -107,3 +107,12 @@ def test_run_dir_of_a_sweep_experiment_becomes_its_sweep_folder(capsys):
     # a single run keeps hydra.run.dir as it is
     assert cli.prepare_run_arguments(["experiment=smoke", "hydra.run.dir=out/x"]) == ["experiment=smoke",
                                                                                       "hydra.run.dir=out/x"]
+
+
+def test_baseline_names_and_options_are_checked_at_compose_time():
+    assert "toy_segmenter" in compose(["experiment=daam_toy"]).baseline
+    with pytest.raises(ConfigError, match=r"^baseline\.toy_segmentr: no such baseline\. Did you mean 'toy_segmenter'\?$"):
+        compose(["experiment=daam_toy", "+baseline.toy_segmentr={}"])
+    with pytest.raises(ConfigError, match=r"^baseline\.kmeans_oracle_hungarian\.cluster: .*Did you mean "
+                                          r"'baseline\.kmeans_oracle_hungarian\.clusters'\?$"):
+        compose(["experiment=daam_toy", "+baseline.kmeans_oracle_hungarian.cluster=3"])
