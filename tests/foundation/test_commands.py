@@ -63,3 +63,14 @@ def test_python_dash_m_harness_is_the_harness_command():
     completed = subprocess.run([sys.executable, "-m", "harness", "--help"], cwd=ROOT, capture_output=True,
                                text=True, timeout=120)
     assert completed.returncode == 0 and completed.stdout == cli.usage() + "\n"
+
+
+def test_a_shard_run_says_what_it_wrote(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "experiment=smoke", "dataset.size=2", "generation.steps=1", "shard.index=0",
+                     "shard.count=2", f"hydra.run.dir={tmp_path / 'shard'}", f"store.root={tmp_path / 'cache'}"]) == 0
+    out = capsys.readouterr().out
+    assert f"Shard 0/2: wrote {tmp_path / 'shard' / 'shard.json'}; 1 sample(s) generated" in out
+    assert "summary.csv" not in out and "rows.parquet" not in out
+    assert sorted(p.name for p in (tmp_path / "shard").iterdir() if not p.name.startswith(".")) == [
+        "harness.log", "shard.json"]
