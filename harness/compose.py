@@ -60,8 +60,20 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None,
 
 
 def with_smoke_overrides(overrides: list[str], smoke_overrides: list[str]) -> list[str]:
-    """``overrides`` with the experiment's smoke overrides placed before the user's own (which win)."""
-    extra = [o for o in smoke_overrides if o not in overrides]
+    """``overrides`` with the experiment's smoke overrides placed before the user's own. A smoke
+    override the user's overrides touch is left out, so the user's choice wins: the same key or
+    group (``model=sd15`` over the smoke ``model=tiny_random``), a key inside it (``model.path=DIR``
+    keeps the real model) or a node above it."""
+    def key(text: str) -> str:
+        return text.split("=", 1)[0].lstrip("+~")
+
+    mine = {key(o) for o in overrides if not o.startswith("-")}
+
+    def touched(smoke: str) -> bool:
+        k = key(smoke)
+        return any(m == k or m.startswith(k + ".") or k.startswith(m + ".") for m in mine)
+
+    extra = [o for o in smoke_overrides if o not in overrides and not touched(o)]
     first = [o for o in overrides if o.split("=", 1)[0] == "experiment"]
     return first + extra + [o for o in overrides if o not in first]
 

@@ -116,3 +116,17 @@ def test_baseline_names_and_options_are_checked_at_compose_time():
     with pytest.raises(ConfigError, match=r"^baseline\.kmeans_oracle_hungarian\.cluster: .*Did you mean "
                                           r"'baseline\.kmeans_oracle_hungarian\.clusters'\?$"):
         compose(["experiment=daam_toy", "+baseline.kmeans_oracle_hungarian.cluster=3"])
+
+
+def test_the_users_overrides_win_over_smoke_overrides_they_touch():
+    from harness.compose import with_smoke_overrides
+
+    smoke = ["model=tiny_random", "model.scheduler=null", "~metric.inception_score", "dataset.size=2"]
+    assert with_smoke_overrides(["experiment=x", "model=sd15", "metric.inception_score.splits=1", "smoke=true"],
+                                smoke) == ["experiment=x", "dataset.size=2", "model=sd15",
+                                           "metric.inception_score.splits=1", "smoke=true"]
+    # a key inside the model group keeps the real model (a stand-in folder run in smoke mode)
+    assert with_smoke_overrides(["experiment=x", "model.path=/w", "smoke=true"], smoke)[1:3] == [
+        "model.scheduler=null", "~metric.inception_score"]
+    cfg = compose(["experiment=daam_coco", "smoke=true", "model.path=/nowhere"])
+    assert cfg.model.name == "sd2_base" and cfg.model.path == "/nowhere" and cfg.generation.height == 32
