@@ -228,6 +228,8 @@ def _format_difference(result: dict) -> str:
     text = f"{result['difference']:+.4g}"
     if result["ci_low"] is not None:
         text += f" [{result['ci_low']:+.4g}, {result['ci_high']:+.4g}]"
+        if result["ci_low"] == result["ci_high"]:  # every image's difference (or resample) the same: said
+            text += " (zero width: every resample gave the same difference)"
     return text
 
 
