@@ -64,3 +64,18 @@ def test_reference_runs_verify_against_their_manifests():
         assert (path.parent / RUN_MANIFEST).is_file(), f"{path.parent} has no {RUN_MANIFEST}"
         verify_run_file(path)
         verify_run_file(path.parent / "summary.csv")
+
+
+REPORT = re.compile(r"`(harness\s+dalleval-report\s+(?:skills|bias)\s+results/reference/[^`]*)`")
+
+
+@pytest.mark.parametrize("doc", sorted(p.name for p in (ROOT / "docs").glob("*.md")
+                                       if REPORT.search(p.read_text())))
+def test_dalleval_report_commands_print_the_docs_tables(doc, capsys, monkeypatch):
+    text = (ROOT / "docs" / doc).read_text()
+    monkeypatch.chdir(ROOT)
+    for match in REPORT.finditer(text):
+        table = re.search(r"(?:^\|.*\|[ \t]*\n)+", text[match.end():], re.M).group(0)
+        assert cli.main(["dalleval-report", *shlex.split(" ".join(match.group(1).split()))[2:]]) == 0
+        printed = capsys.readouterr().out
+        assert table.strip() in printed, f"{doc}: `{match.group(1)}` does not print the table the doc shows"

@@ -19,10 +19,13 @@ import pandas as pd
 
 
 def _rows(folder: str) -> pd.DataFrame:
+    from harness.errors import DataError
+    from harness.store.rows import read_rows
+
     files = sorted(Path(folder).rglob("rows.parquet"))
     if not files:
-        raise SystemExit(f"no rows.parquet under {folder}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        raise DataError(f"no rows.parquet under {folder}")
+    return pd.concat([read_rows(f) for f in files], ignore_index=True)  # each checked against its manifest
 
 
 def _cell(row: pd.Series) -> str:
@@ -30,7 +33,9 @@ def _cell(row: pd.Series) -> str:
         return ""
     text = f"{row['value']:.3f}"
     if not pd.isna(row.get("ci_low")) and not pd.isna(row.get("ci_high")):
-        text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        # a zero-width interval (every resample the same) is marked, not shown as [x, x]
+        text += (f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if not math.isclose(row["ci_low"], row["ci_high"], rel_tol=1e-9, abs_tol=1e-12)
+                 else " [zero width]")
     return f"{text} (n={int(row['n'])})"
 
 

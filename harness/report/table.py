@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ def _format_value(row: pd.Series) -> str:
     low, high = row.get("ci_low"), row.get("ci_high")
     if low is not None and high is not None and not pd.isna(low) and not pd.isna(high):
         # a zero-width interval is marked, not shown as [x, x] nor hidden
-        text += f" [{low:.4g}, {high:.4g}]" if low != high else " [zero width]"
+        zero = math.isclose(low, high, rel_tol=1e-9, abs_tol=1e-12)
+        text += f" [{low:.4g}, {high:.4g}]" if not zero else " [zero width]"
     return text
 
 
@@ -228,7 +230,7 @@ def _format_difference(result: dict) -> str:
     text = f"{result['difference']:+.4g}"
     if result["ci_low"] is not None:
         text += f" [{result['ci_low']:+.4g}, {result['ci_high']:+.4g}]"
-        if result["ci_low"] == result["ci_high"]:  # every image's difference (or resample) the same: said
+        if math.isclose(result["ci_low"], result["ci_high"], rel_tol=1e-9, abs_tol=1e-12):  # said, not [x, x]
             text += " (zero width: every resample gave the same difference)"
     return text
 

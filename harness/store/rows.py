@@ -125,7 +125,8 @@ def build_rows(
                "ci_low": _float_or_none(result.ci_low), "ci_high": _float_or_none(result.ci_high),
                "n": int(result.n), "kind": result.kind, "definition": result.definition,
                "source": "harness"}
-        if row["ci_low"] is not None and row["ci_low"] == row["ci_high"]:  # said, not shown as [x, x]
+        if row["ci_low"] is not None and row["ci_high"] is not None and math.isclose(
+                row["ci_low"], row["ci_high"], rel_tol=1e-9, abs_tol=1e-12):  # said, not shown as [x, x]
             row[CI_NOTE_COLUMN] = DEGENERATE_NOTE
         row.update(hparams)
         row.update(result.extra)
