@@ -280,6 +280,8 @@ DATASETS: Registry = Registry("dataset", package="harness.data", conf_group="dat
 METHODS: Registry = Registry("method", package="harness.methods", conf_group="method")
 METRICS: Registry = Registry("metric", package="harness.metrics", conf_group="metric")
 BASELINES: Registry = Registry("baseline", package="harness.baselines")
+#: Renderers a data file may name (an image set's ``renderer``): data names a registered entry, never code.
+RENDERERS: Registry = Registry("renderer")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
@@ -344,6 +346,8 @@ DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
 DATASETS.register("toy2_gen", "harness.data.toy2_sets:build_toy2_gen")
 DATASETS.register("toy2_scenes", "harness.data.toy2_sets:build_toy2_scenes")
+RENDERERS.register("toy_scene", "harness.data.toy_sets:render_toy_scene")
+RENDERERS.register("toy2_scene", "harness.data.toy2_sets:render_toy2_scene")
 # DAAM analyses (issue 15): part of speech, visuosyntactic relations, cohyponym and adjectival entanglement.
 DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_cohyponym_pairs")
 DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")

@@ -55,6 +55,38 @@ def bootstrap_ci(count: int, statistic: Callable[[np.ndarray], float], resamples
     return float(low), float(high)
 
 
+def bias_corrected_bootstrap_ci(count: int, statistic: Callable[[np.ndarray], float], resamples: int = 1000,
+                                confidence: float = 0.95, seed: int = 0,
+                                bounds: tuple[float, float] | None = None) -> tuple[float | None, float | None]:
+    """Bootstrap interval over ``count`` items (images) for a biased plug-in ``statistic`` (MAD,
+    total variation, entropy of a distribution estimated from few draws), that contains it.
+
+    A resample of a small set looks more skewed than the set itself, so the percentile interval of
+    such a figure sits beside its estimate (often wholly above it). The bootstrap's estimate of
+    that bias, ``b = mean(resampled figures) - estimate``, is subtracted from both percentiles, so
+    the interval is centred on the estimate as the resamples are centred on their mean; it is
+    widened to the estimate in the rare case the mean lies outside its own percentiles, and
+    clipped into ``bounds``. Seeded scipy resampling as :func:`bootstrap_ci`; None, None for fewer
+    than two items.
+    """
+    if count < 2 or resamples <= 0:
+        return None, None
+    indices = np.arange(count)
+    estimate = statistic(indices)
+    if math.isnan(estimate):
+        return None, None
+    result = stats.bootstrap((indices,), statistic, n_resamples=int(resamples), confidence_level=confidence,
+                             method="percentile", vectorized=False, rng=np.random.default_rng(seed))
+    draws = np.asarray(result.bootstrap_distribution, dtype=np.float64)
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return None, None
+    bias = float(draws.mean()) - float(estimate)
+    low, high = float(result.confidence_interval.low) - bias, float(result.confidence_interval.high) - bias
+    low, high = min(low, float(estimate)), max(high, float(estimate))
+    return clip_interval(low, high, bounds)
+
+
 def clip_interval(low: float | None, high: float | None, bounds: tuple[float, float] | None
                   ) -> tuple[float | None, float | None]:
     """An interval clipped into a metric's range ``bounds`` (None: unbounded)."""

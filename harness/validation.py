@@ -111,6 +111,10 @@ def check_config(cfg: Any) -> None:
     """The checks of a run config that need no model (``harness run`` makes them before building anything)."""
     gen = cfg.generation
     check_generation(gen.steps, gen.guidance_scale, gen.batch_size)
+    for key in ("height", "width"):  # 0 would silently mean the model's default size
+        value = gen.get(key) if hasattr(gen, "get") else getattr(gen, key, None)
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"generation.{key}={value}: image sizes must be positive (null: the model's own size).")
     size = cfg.dataset.get("size") if hasattr(cfg.dataset, "get") else None
     if size is not None and int(size) < 1:
         raise ConfigError(f"dataset.size={size}: keep at least 1 record (null: the whole set).")

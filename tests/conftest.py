@@ -17,22 +17,13 @@ CONFIG_DIR = REPO_ROOT / "conf"
 
 @pytest.fixture
 def compose():
-    """compose(overrides) -> the run config, as `harness run` would build it (no run dir)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from harness.config import register_configs
-
-    register_configs()
+    """compose(overrides) -> the run config, as `harness run` builds it (harness.compose.compose)."""
+    from harness.compose import compose as compose_config
 
     def _compose(overrides: list[str] | None = None):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides or []))
+        return compose_config(list(overrides or []))
 
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose
 
 
 @pytest.fixture

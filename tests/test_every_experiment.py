@@ -51,9 +51,8 @@ def check_rows(summary: pd.DataFrame, predictor: str, metric: str, optional: boo
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_in_smoke_mode(compose, experiment, tmp_path):
-    base = compose([f"experiment={experiment}"])
-    cfg = compose([f"experiment={experiment}", *base.smoke_overrides, "smoke=true",
-                   f"store.root={tmp_path / 'cache'}"])
+    # smoke=true applies the experiment's smoke_overrides (harness.compose), as on the command line
+    cfg = compose([f"experiment={experiment}", "smoke=true", f"store.root={tmp_path / 'cache'}"])
     outcome = run_experiment(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "summary.csv").is_file()
     summary = outcome.rows[outcome.rows["level"] == "aggregate"]

@@ -99,7 +99,7 @@ def build_toy_scenes(dataset_cfg: Any) -> PromptSet:
             id=f"scene-{split}-{objects or 'mix'}-{index:07d}",
             prompt=caption(scene).text,
             seed=index,
-            meta={"renderer": "harness.data.toy_sets:render_toy_scene",
+            meta={"renderer": "toy_scene",  # registered in harness.registry.RENDERERS
                   "renderer_args": {"split": split, "index": index, "n_objects": objects},
                   "num_classes": len(SCENE_CLASSES), "class_names": list(SCENE_CLASSES)},
         ))

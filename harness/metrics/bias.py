@@ -121,6 +121,11 @@ def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -
     return build_plugin(reader, JUDGES, "metric.bias_skew.judge", options, shared=True)
 
 
+#: The interval of the model's measures (harness.metrics.stats.bias_corrected_bootstrap_ci).
+INTERVAL = ("95% bias-corrected bootstrap over images (percentiles shifted by the resamples' mean minus the "
+            "estimate; contains the estimate)")
+
+
 class BiasSkew(Metric):
     """``bias_skew``: per attribute, how far the generated distribution is from uniform.
 
@@ -129,7 +134,7 @@ class BiasSkew(Metric):
     object position) for object attributes, one prompt for ``background``; each measure
     (:data:`MEASURES`) is computed per group on the detected labels and averaged over groups.
 
-    Rows: ``bias.<attribute>.<measure>`` (percentile bootstrap over images), with
+    Rows: ``bias.<attribute>.<measure>`` (bias-corrected bootstrap over images, :data:`INTERVAL`), with
     ``reference="toy_train"`` also ``.train`` (the same groups under the training distribution,
     :func:`harness.dalleval.bias_toy.training_distribution`), ``.train_at_n`` (the expected measure
     of a generator that copies the training distribution, with the model's detected count per group:
@@ -219,9 +224,11 @@ class BiasSkew(Metric):
         return image_ids, gids, value
 
     def _interval(self, value_fn: Any) -> tuple[float | None, float | None]:
-        from harness.stats import bootstrap_ci
+        """The plug-in measures are biased upwards at small n: a bias-corrected bootstrap interval,
+        which contains the estimate (a plain percentile interval often lies wholly above it)."""
+        from harness.stats import bias_corrected_bootstrap_ci
 
-        return bootstrap_ci(self.images, value_fn, resamples=self.resamples)
+        return bias_corrected_bootstrap_ci(self.images, value_fn, resamples=self.resamples, bounds=(0.0, 1.0))
 
     def _reference(self, attribute: str, measure: str, keep: list[int], draws: int = 2000,
                    ) -> tuple[float, float, float, float]:
@@ -264,7 +271,7 @@ class BiasSkew(Metric):
                 low, high = self._interval(value)
                 base = f"{DEFINITIONS[measure]}; per (prompt, object) group over detected images, mean over groups"
                 results.append(MetricResult(f"bias.{attribute}.{measure}", model, detected, low, high,
-                                            definition=f"{base}; 95% percentile bootstrap over images.{note}"))
+                                            definition=f"{base}; {INTERVAL}.{note}"))
                 if self.reference == "toy_train":
                     train, train_at_n, null_low, null_high = self._reference(attribute, measure, keep)
                     results.append(MetricResult(
@@ -288,7 +295,8 @@ class BiasSkew(Metric):
                     low_n, high_n = self._interval(value_noun)
                     n_noun = sum(self.entries[k][5] is not None for k in sub)
                     results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}]", value_noun(everything), n_noun,
-                                                low_n, high_n, definition=f"{base}, groups of '{noun}' only.{note}"))
+                                                low_n, high_n,
+                                                definition=f"{base}, groups of '{noun}' only; {INTERVAL}.{note}"))
                     if self.reference == "toy_train":
                         _, at_n, at_low, at_high = self._reference(attribute, measure, sub)
                         results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}].train_at_n", at_n, n_noun,
@@ -301,7 +309,7 @@ class BiasSkew(Metric):
             results.insert(0, MetricResult(self.name, float(np.mean(headline)), len(headline), definition=(
                 "DALL-EVAL's MAD (per prompt group, mean over groups), averaged over the attributes read "
                 f"({len(headline)}); read the per-attribute rows.{note}")))
-        for result in results:  # an empty cell says why (harness.metrics.base.SKIPPED_COLUMN)
+        for result in results:  # an empty cell says why (harness.store.rows.SKIPPED_REASON_COLUMN)
             if not math.isfinite(result.value):
                 result.extra.setdefault("skipped_reason", "no (prompt, object) group has a detected attribute "
                                                           "(or a reference) to measure")

@@ -4,12 +4,12 @@
   tagged by spaCy (universal POS). A word that denotes something visible and has a ground-truth
   mask in the image is scored with DAAM's IoU (heat map bilinear to the mask size, min-max
   normalised, ``> threshold``); a word with no visible referent gets the share of its map's mass
-  outside every object instead. Per tag: ``daam_pos.miou`` (95% t-CI), ``daam_pos.no_referent``
+  outside every object instead. Per tag: ``daam_pos.miou`` (95% cluster bootstrap over images), ``daam_pos.no_referent``
   (share of the tag's words with no visible referent, Wilson interval) and ``daam_pos.mass_outside``.
 - ``daam_syntax``: visuosyntactic analysis. For every head-dependent pair of the spaCy parse
   (labels mapped to CoreNLP's, :mod:`harness.analysis.language`), both maps are binarised at
   ``threshold`` (0.15 on raw maps, the reference notebook's value) and IoU, IoD = |H∩D|/|D|, IoH =
-  |H∩D|/|H| computed; per relation the means with 95% t-CIs, ``n`` = the relation's count. Where
+  |H∩D|/|H| computed; per relation the means with 95% cluster-bootstrap intervals over images, ``n`` = the relation's count. Where
   the ground truth masks both words, the same statistics of the masks (the ceiling) are given too.
 - ``cohyponym_entanglement``: generation accuracy (both objects of "a X and a Y" present) for
   cohyponym and non-cohyponym pairs (Wilson intervals), their difference (bootstrap CI over
@@ -39,7 +39,7 @@ from harness.errors import ConfigError, MissingWeightsError
 from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask, normalize_minmax, sample_heat_maps, upsample
 from harness.metrics.base import Metric
 from harness.overlap import mask_iou
-from harness.stats import bootstrap_ci, mean_ci, proportion_ci
+from harness.stats import bootstrap_ci, grouped_mean_ci, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -79,10 +79,42 @@ def objects_mask(record: PromptRecord, truth: dict[str, np.ndarray]) -> np.ndarr
 
 def _t_result(name: str, values: list[float], definition: str, item: str | None = None,
               bounds: tuple[float, float] | None = (0.0, 1.0)) -> MetricResult:
-    """Mean with a 95% Student-t interval, clipped into ``bounds`` (the figure's range)."""
-    mean, low, high = mean_ci(values, bounds=bounds)
+    """Mean with a 95% interval, clipped into ``bounds`` (the figure's range): a cluster bootstrap
+    over images when ``values`` are :class:`PerImage` (items of one image are correlated), else a
+    Student-t interval (one value per image)."""
+    if isinstance(values, PerImage):
+        mean, low, high = grouped_mean_ci(values, values.images, bounds=bounds)
+        definition = definition.replace("95% t-CI", CLUSTER_CI)
+        if CLUSTER_CI not in definition:
+            definition = f"{definition}; {CLUSTER_CI}"
+    else:
+        mean, low, high = mean_ci(values, bounds=bounds)
     return MetricResult(name, mean, len(values), low, high, definition=definition,
                         extra={"item": item} if item is not None else {})
+
+
+#: How the per-(image, word) figures' interval is named in their definitions.
+CLUSTER_CI = "95% percentile cluster bootstrap over images (1000 resamples, seed 0)"
+
+
+class PerImage(list):
+    """Values of (image, item) pairs, each with its image, so the interval resamples images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+
+    def add(self, value: float, image: str) -> None:
+        self.append(value)
+        self.images.append(image)
+
+    @classmethod
+    def union(cls, parts: Any) -> PerImage:
+        joined = cls()
+        for part in parts:
+            joined.extend(part)
+            joined.images.extend(part.images)
+        return joined
 
 
 # ----------------------------------------------------------------------------------- daam_pos
@@ -106,9 +138,9 @@ class DaamPOS(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self.ious: dict[str, list[float]] = defaultdict(list)
-        self.outside: dict[str, list[float]] = defaultdict(list)
-        self.area_outside: dict[str, list[float]] = defaultdict(list)
+        self.ious: dict[str, PerImage] = defaultdict(PerImage)
+        self.outside: dict[str, PerImage] = defaultdict(PerImage)
+        self.area_outside: dict[str, PerImage] = defaultdict(PerImage)
         self.words: dict[str, int] = defaultdict(int)
         self.no_referent: dict[str, int] = defaultdict(int)
         self.absent: dict[str, int] = defaultdict(int)
@@ -135,8 +167,8 @@ class DaamPOS(Metric):
                 if objects is not None:
                     share = mass_outside(upsample(maps[word], objects.shape), objects)
                     if not math.isnan(share):
-                        self.outside[pos].append(share)
-                        self.area_outside[pos].append(float((~objects).mean()))
+                        self.outside[pos].add(share, record.id)
+                        self.area_outside[pos].add(float((~objects).mean()), record.id)
                         rows.append({"metric": f"{self.name}.mass_outside", "value": share, "item": pos})
                 continue
             gt = lookup(truth, word)
@@ -144,12 +176,12 @@ class DaamPOS(Metric):
                 self.absent[pos] += 1
                 continue
             value = mask_iou(heatmap_to_mask(maps[word], gt.shape, self.threshold), gt)
-            self.ious[pos].append(value)
+            self.ious[pos].add(value, record.id)
             rows.append({"metric": f"{self.name}.iou", "value": value, "item": pos})
         return rows
 
     def compute(self) -> list[MetricResult]:
-        all_ious = [v for values in self.ious.values() for v in values]
+        all_ious = PerImage.union(self.ious.values())
         results = [_t_result(self.name, all_ious, f"{self._iou_definition()}; every tag")] if all_ious else []
         for pos in sorted(self.words, key=lambda p: -self.words[p]):
             if self.ious.get(pos):
@@ -213,8 +245,8 @@ class DaamSyntax(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self.stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        self.ceiling: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.stats: dict[str, dict[str, PerImage]] = defaultdict(lambda: defaultdict(PerImage))
+        self.ceiling: dict[str, dict[str, PerImage]] = defaultdict(lambda: defaultdict(PerImage))
         self.skipped = 0
 
     def binarise(self, heat_map: np.ndarray) -> np.ndarray:
@@ -234,20 +266,20 @@ class DaamSyntax(Metric):
             stats = set_statistics(self.binarise(maps[pair.head]), self.binarise(maps[pair.dependent]))
             for key in ("iou", "iod", "ioh"):
                 value = getattr(stats, key)
-                self.stats[pair.relation][key].append(value)
+                self.stats[pair.relation][key].add(value, record.id)
                 rows.append({"metric": f"{self.name}.{key}", "value": value, "item": pair.relation})
             head_gt, dependent_gt = lookup(truth, pair.head), lookup(truth, pair.dependent)
             if head_gt is not None and dependent_gt is not None:
                 gt = set_statistics(head_gt, dependent_gt)
                 for key in ("iou", "iod", "ioh"):
-                    self.ceiling[pair.relation][key].append(getattr(gt, key))
+                    self.ceiling[pair.relation][key].add(getattr(gt, key), record.id)
                     rows.append({"metric": f"{self.name}.gt_{key}", "value": getattr(gt, key), "item": pair.relation})
         return rows
 
     def compute(self) -> list[MetricResult]:
         scale = "raw maps (as the method stores them)" if self.scale == "raw" else "min-max normalised maps"
         names = {"iou": "|H∩D|/|H∪D|", "iod": "|H∩D|/|D|", "ioh": "|H∩D|/|H|"}
-        every = [value for relation in self.stats.values() for value in relation["iou"]]
+        every = PerImage.union(relation["iou"] for relation in self.stats.values())
         if not every:
             return self.nothing_to_score("no head-dependent pair had heat maps for both words")
         results = [_t_result(self.name, every, f"mean over every (image, head-dependent pair) of |H∩D|/|H∪D|, maps "

@@ -188,7 +188,7 @@ def load_pretrained(model_cfg: Any) -> LoadedModel:
 
 def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name: str,
                      spec: ModelSpec | None = None) -> Any:
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}  # diffusers >= 0.36: dtype, not torch_dtype
     if "StableDiffusionPipeline" == pipeline_class.__name__:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     kwargs.update(absent_components(pipeline_class, folder))

@@ -50,6 +50,8 @@ DEFAULT_THUMBNAIL = 256
 MAX_SWEEP_PLOTS = 8
 #: Marks a folder of report images as ours (so a rebuild may replace it, and nothing else).
 FOLDER_MARKER = ".harness-report"
+#: In the head of every page harness report writes: an existing --out without it is not replaced.
+PAGE_MARKER = '<meta name="generator" content="harness report">'
 
 
 @dataclass
@@ -76,14 +78,12 @@ def load_runs(paths: list[str]) -> list[Run]:
 
     from harness.data.prompts import PromptSet
     from harness.report.table import find_row_files
+    from harness.store.rows import read_rows
 
     runs = []
     for rows_file in find_row_files(paths):
         directory = rows_file.parent
-        try:
-            rows = pd.read_parquet(rows_file)
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{rows_file} cannot be read ({type(error).__name__}: {error}).") from None
+        rows = read_rows(rows_file)  # checked against the run's manifest
         run = Run(directory=directory, rows=rows)
         hydra_dir = directory / ".hydra"
         if (hydra_dir / "config.yaml").is_file():
@@ -692,6 +692,24 @@ def environment():
     return env
 
 
+def check_out(out: Path) -> None:
+    """``--out`` names an HTML file that is absent or a page harness report wrote; anything else
+    (a folder, another file) stops with one line and is left as it is."""
+    if out.is_dir():
+        raise HarnessError(f"--out {out} is a folder; give a file name ending in .html (e.g. {out / 'report.html'}).")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise HarnessError(f"--out {out}: give a file name ending in .html.")
+    if out.exists():
+        try:
+            with open(out, encoding="utf-8", errors="replace") as handle:
+                head = handle.read(4096)
+        except OSError as error:
+            raise HarnessError(f"--out {out} cannot be read ({error.strerror}); choose another --out.") from None
+        if PAGE_MARKER not in head:
+            raise HarnessError(f"--out {out} exists and was not written by harness report; it is left as it is. "
+                               "Choose another --out (or remove the file yourself).")
+
+
 def build_report(paths: list[str], out: str | Path = "report.html", store_root: str | Path | None = None,
                  with_baselines: bool = True, page_size: int = DEFAULT_PAGE_SIZE,
                  thumbnail: int = DEFAULT_THUMBNAIL, max_samples: int | None = None,
@@ -702,8 +720,7 @@ def build_report(paths: list[str], out: str | Path = "report.html", store_root: 
     began = time.perf_counter()
     cwd = Path.cwd() if cwd is None else Path(cwd)
     out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise HarnessError(f"--out {out}: give a file name ending in .html.")
+    check_out(out)
     runs = load_runs(paths)
     folder = out.parent / f"{out.stem}_files"
     if folder.exists() and not (folder / FOLDER_MARKER).is_file():

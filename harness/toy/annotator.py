@@ -25,7 +25,7 @@ several objects share a word); "background" and the background colour word -> th
 
 Validation: :func:`annotator_miou` scores the annotator on renders degraded like generations
 (``harness.toy.evaluator.degrade``: blur, colour shift, contrast, noise) against the renderer's
-exact masks: ``python -m harness.toy.annotator --n 500``.
+exact masks: ``harness toy annotator --n 500``.
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def annotator_miou(n: int = 200, split: str = "toy_gen", seed: int = 0, degraded
 
 def main(argv: list[str] | None = None) -> int:
     """Print the annotator's mIoU on degraded and clean renders as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.annotator", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness toy annotator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--split", default="toy_gen")

@@ -5,7 +5,7 @@ penultimate layer is the feature extractor for FID/IS in the toy world. Generate
 not clean renders (soft edges, colour drift, speckle), so it trains on renders degraded the
 same way (`degrade`).
 
-    python -m harness.toy.evaluator --out weights/toy/evaluator   # train and save
+    harness toy evaluator --out weights/toy/evaluator   # train and save
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from harness.toy.fit import fit, load_weights
 from harness.toy.splits import ALL_PAIRS
 
 WEIGHTS_FILE = "evaluator.safetensors"
-RETRAIN_COMMAND = "python -m harness.toy.evaluator --out weights/toy/evaluator"
+RETRAIN_COMMAND = "harness toy evaluator --out weights/toy/evaluator"
 
 
 class ToyEvaluator(nn.Module):

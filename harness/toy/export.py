@@ -6,7 +6,7 @@ tokenizer's id for the same token (start, end/padding and every vocabulary word)
 shipped encoder computes exactly what it computed in training; tokens outside the vocabulary
 (character fallbacks) get the mean word embedding.
 
-    python -m harness.toy.export results/toy_train/toy weights/toy
+    harness toy export results/toy_train/toy weights/toy
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def write_loss_curve(run_dirs: list[Path], png: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.toy.export RUN_DIR OUT_DIR`: export and plot the loss curve."""
+    """`harness toy export RUN_DIR OUT_DIR`: export and plot the loss curve."""
     parser = argparse.ArgumentParser(prog="harness toy export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)

@@ -10,7 +10,7 @@ turns each word's map into the harness's DAAM mask (:func:`harness.heatmaps.heat
 bilinear to the mask size, min-max normalised, > 0.4) and scores its IoU against the exact
 mask of the word's object. It is a training diagnostic, not the harness's DAAM metric.
 
-    python -m harness.toy.probe weights/toy          # the probe of a saved pipeline, as JSON
+    harness toy probe weights/toy          # the probe of a saved pipeline, as JSON
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def teacher_forced_probe(unet, text_encoder, vae, scheduler, n_scenes: int = 48,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness toy probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="a saved toy pipeline folder (e.g. weights/toy)")
     parser.add_argument("--scenes", type=int, default=48, help="dev scenes to probe (default 48, as during training)")

@@ -9,7 +9,7 @@ renders degraded like generated images (``harness.toy.evaluator.degrade``), from
 ``judge_train`` split, which holds every (colour, shape) pair, so that toy_unreal objects are
 not out of distribution for it.
 
-    python -m harness.toy.segmenter --out weights/toy/segmenter   # train, score and save
+    harness toy segmenter --out weights/toy/segmenter   # train, score and save
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from harness.toy.world import SCENE_CLASSES
 
 WEIGHTS_FILE = "segmenter.safetensors"
 METRICS_FILE = "metrics.json"
-RETRAIN_COMMAND = "python -m harness.toy.segmenter --out weights/toy/segmenter"
+RETRAIN_COMMAND = "harness toy segmenter --out weights/toy/segmenter"
 INPUT_SIZE = 32
 
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train the segmenter, score it on held-out renders and save weights and ``metrics.json``."""
     from harness.toy.data import load_or_render_pool
 
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.segmenter", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness toy segmenter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/toy/segmenter"))
     parser.add_argument("--steps", type=int, default=1500)

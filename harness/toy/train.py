@@ -1,8 +1,8 @@
 """Train the toy text-to-image model: autoencoder, toy CLIP text encoder, then the UNet.
 
-    python -m harness.toy.train --run-name toy                 # start (or run missing stages)
-    python -m harness.toy.train --resume results/toy_train/toy # continue the UNet from its checkpoint
-    python -m harness.toy.train --resume results/toy_train/toy --export weights/toy
+    harness toy train --run-name toy                 # start (or run missing stages)
+    harness toy train --resume results/toy_train/toy # continue the UNet from its checkpoint
+    harness toy train --resume results/toy_train/toy --export weights/toy
 
 Stages run in order and are skipped when their output exists in the run folder:
 `vae/` (AutoencoderKL), `text_encoder/` (pretrained toy CLIP, then frozen), `unet_checkpoint/`
@@ -260,7 +260,7 @@ def _prepare_v2(args: argparse.Namespace, run_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `harness toy train` / `python -m harness.toy.train`."""
+    """Entry point of `harness toy train` / `harness toy train`."""
     args = _parse(argv)
     torch.set_num_threads(args.threads)
     run_dir = args.resume if args.resume is not None else args.out_root / args.run_name

@@ -49,7 +49,7 @@ def load_ema_unet(run_dir: Path):
     """The UNet of a run's checkpoint with its EMA weights (what gets exported)."""
     path = Path(run_dir) / CHECKPOINT / "ema_unet.safetensors"
     if not path.exists():
-        raise HarnessError(f"no UNet checkpoint at {path}; train one with `python -m harness.toy.train`")
+        raise HarnessError(f"no UNet checkpoint at {path}; train one with `harness toy train`")
     unet = build_unet()
     missing, unexpected = unet.load_state_dict(load_file(path), strict=False)
     if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):

@@ -139,7 +139,9 @@ def test_cli_writes_image_maps_and_overlay_reproducibly(tmp_path, model, capsys)
     assert main(["a red cat", "model=tiny_random", "words=horse", f"out={out}", "steps=1"]) == 2
     assert "'horse' is not in the prompt" in capsys.readouterr().err
     assert main(["a red cat", "model=tiny_random", "colour=red"]) == 2
-    assert "Unknown option 'colour'" in capsys.readouterr().err
+    assert "method.colour: no such key. Known: clamp, " in capsys.readouterr().err
+    assert main(["a red cat", "model=tiny_random", "normalise=minmax"]) == 2
+    assert "Did you mean 'method.normalize'?" in capsys.readouterr().err
 
 
 def test_cli_scheduler_option(tmp_path):
@@ -152,16 +154,11 @@ def test_cli_scheduler_option(tmp_path):
 
 
 def test_daam_smoke_experiment_runs(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from harness import REPO_ROOT
-    from harness.config import register_configs
+    from harness.compose import compose
     from harness.run import run_experiment
     from harness.store.samples import SampleStore
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=daam_smoke", f"store.root={tmp_path / 'store'}", "model.device=cpu"])
+    cfg = compose(["experiment=daam_smoke", f"store.root={tmp_path / 'store'}", "model.device=cpu"])
     assert cfg.method.name == "daam" and cfg.method.layers == ["down_blocks.*", "up_blocks.*"]
     outcome = run_experiment(cfg, tmp_path / "run")
     assert outcome.generated == 2
@@ -185,4 +182,28 @@ def test_cli_on_a_given_image(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(out / "image.png")), source)
     with np.load(out / "heatmaps.npz") as npz:
         assert npz.files == ["cat"] and npz["cat"].shape == (16, 24)
-    assert json.loads((out / "meta.json").read_text())["layers"][0]["calls"] == 2
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["method"]["source"] == "image" and meta["method"]["image_timesteps"] == [200, 600]
+    assert meta["unet_calls"] == 2  # one denoising step with the prompt per timestep
+
+
+def test_cli_accepts_every_option_of_the_daam_schema():
+    """`harness daam` is the registered method: each field of its schema can be set, and reaches the method."""
+    import dataclasses
+
+    from harness.daam_cli import daam_config
+    from harness.schemas.daam import DAAMConfig
+
+    values = {"layers": ("up_blocks.*", ["up_blocks.*"]), "exclude_layers": ("mid_block.*", ["mid_block.*"]),
+              "factors": ("1,2", [1, 2]), "exclude_factors": ("4", [4]), "heads": ("0,1", [0, 1]),
+              "step_window": ("0,1", [0, 1]), "per_timestep": ("true", True), "upsample": ("bilinear", "bilinear"),
+              "clamp": ("false", False), "normalize": ("minmax", "minmax"), "words": ("cat", ["cat"]),
+              "words_source": ("nouns", "nouns"), "occurrence": ("first", "first"), "pag_scale": ("1.5", 1.5),
+              "pag_applied_layers": ("up_blocks.1", ["up_blocks.1"]), "source": ("image", "image"),
+              "image_key": ("photo", "photo"), "image_timesteps": ("100,200", [100, 200])}
+    fields = {f.name for f in dataclasses.fields(DAAMConfig)} - {"name"}
+    assert fields == set(values), "a DAAM option without a case here"
+    for key, (text, expected) in values.items():
+        for spelled in (key, f"method.{key}"):
+            _, _, cfg = daam_config(["a red cat", "model=tiny_random", f"{spelled}={text}"])
+            assert cfg.method.name == "daam" and cfg.method[key] == expected, (spelled, cfg.method[key])

@@ -56,7 +56,8 @@ def test_user_mistakes_end_in_one_message_without_traceback(tmp_path):
         ("method.name=generat", "Did you mean 'generate'"),
         ("model=sd15", "were not found"),
         ("seed=abc", "seed"),
-        ("model=nonexistent", "Available options"),
+        ("model=nonexistent", "no such model"),
+        ("+generation.stpes=4", "generation.stpes: no such key in GenerationConfig. Did you mean 'generation.steps'?"),
     ]
     for override, expected in cases:
         completed = harness("run", "experiment=smoke", override, f"hydra.run.dir={tmp_path / 'D'}",

@@ -1,7 +1,7 @@
 
 import pytest
-from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf.errors import ValidationError
+
+from harness.errors import ConfigError
 
 from harness import REPO_ROOT
 
@@ -23,26 +23,23 @@ def test_experiment_overrides_the_defaults(compose):
 
 
 def test_wrong_type_fails_at_compose_time(compose):
-    with pytest.raises((ConfigCompositionException, ValidationError)) as caught:
+    with pytest.raises(ConfigError, match=r"seed=abc: Value 'abc' of type 'str' could not be converted to Integer"):
         compose(["seed=abc"])
-    assert "seed" in str(caught.value) or "seed" in str(caught.value.__cause__)
 
 
 def test_misspelt_key_fails_at_compose_time(compose):
-    with pytest.raises((ConfigCompositionException, ValidationError)) as caught:
+    with pytest.raises(ConfigError, match=r"^generation.stepz: no such key. Did you mean 'generation.steps'\?$"):
         compose(["generation.stepz=3"])
-    assert "stepz" in str(caught.value) or "stepz" in str(caught.value.__cause__)
 
 
 def test_wrong_type_in_a_group_schema_fails(compose):
-    with pytest.raises((ConfigCompositionException, ValidationError)):
+    with pytest.raises(ConfigError, match="guidance_scale=strong.*Float"):
         compose(["generation.guidance_scale=strong"])
 
 
 def test_unknown_group_option_lists_available_options(compose):
-    with pytest.raises(MissingConfigException) as caught:
+    with pytest.raises(ConfigError, match="^model=not_a_model: no such model .*Known: .*tiny_random"):
         compose(["model=not_a_model"])
-    assert "tiny_random" in str(caught.value)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

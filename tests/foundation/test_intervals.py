@@ -109,3 +109,75 @@ def test_gen_accuracy_reports_a_wilson_interval_inside_0_1():
     assert result.value == 0.375 and result.n == 8
     assert (result.ci_low, result.ci_high) == pytest.approx(_wilson(3, 8))
     assert result.ci_low > 0 and "Wilson" in result.definition
+
+
+def test_bias_corrected_interval_contains_a_biased_plug_in_estimate():
+    from harness.metrics.bias import mad
+    from harness.metrics.stats import bias_corrected_bootstrap_ci, bootstrap_ci
+
+    # 10 prompt groups of 3 images, one draw of a 3-way attribute each, every group exactly uniform:
+    # the plug-in MAD (mean over groups) is 0, and a resample of so few images per group always
+    # looks skewed, so the plain percentile interval lies wholly above the estimate
+    groups = np.repeat(np.arange(10), 3)
+    labels = np.tile([0, 1, 2], 10)
+
+    def statistic(indices: np.ndarray) -> float:
+        values = [mad(np.bincount(labels[indices][groups[indices] == g], minlength=3)
+                      / max(1, int((groups[indices] == g).sum())))
+                  for g in np.unique(groups[indices])]
+        return float(np.mean(values))
+
+    estimate = statistic(np.arange(len(labels)))
+    low, high = bootstrap_ci(len(labels), statistic, resamples=2000)
+    assert estimate < low, "the plain percentile interval excludes its own estimate (the reason for the fix)"
+    low, high = bias_corrected_bootstrap_ci(len(labels), statistic, resamples=2000, bounds=(0.0, 1.0))
+    assert 0.0 <= low <= estimate <= high <= 1.0
+    # shifted by the bootstrap's bias estimate: the width is the percentile interval's (before clipping)
+    plain = bootstrap_ci(len(labels), statistic, resamples=2000)
+    assert high - low <= plain[1] - plain[0] + 1e-12
+
+
+def test_per_word_figures_resample_images_not_pairs():
+    from harness.metrics.daam_analyses import PerImage, _t_result
+
+    # 6 images with 5 words each; the words of one image have one value (fully correlated)
+    values = PerImage()
+    for image, value in enumerate([0.1, 0.9, 0.2, 0.8, 0.3, 0.7]):
+        for _ in range(5):
+            values.add(value, f"img{image}")
+    result = _t_result("daam_pos", values, "mean over (image, word) pairs; 95% t-CI")
+    expected = grouped_mean_ci(list(values), values.images, bounds=(0.0, 1.0))
+    assert (result.value, result.ci_low, result.ci_high) == pytest.approx(expected)
+    assert "cluster bootstrap over images" in result.definition and "t-CI" not in result.definition
+    # treating the 30 pairs as independent understates the spread: the t interval is narrower
+    _, t_low, t_high = mean_ci(list(values), bounds=(0.0, 1.0))
+    assert result.ci_high - result.ci_low > 1.5 * (t_high - t_low)
+
+
+def test_times_are_never_negative_and_zero_width_intervals_are_marked():
+    import pandas as pd
+
+    from harness.metrics.cost import SecondsPerImage
+    from harness.report.table import _format_value
+    from harness.store.rows import CI_NOTE_COLUMN, MetricResult, build_rows
+
+    metric = SecondsPerImage()
+    metric.reset()
+    metric.values = [0.1, 0.1, 0.1, 12.0]  # one slow first image: a t interval would reach below 0
+    (seconds,) = [r for r in metric.compute() if r.metric == "seconds_per_image"]
+    assert seconds.ci_low == 0.0 and seconds.ci_high > seconds.value
+    rows = build_rows({"method": "m"}, {}, {}, [MetricResult("acc", 1.0, 5, 1.0, 1.0), seconds], [])
+    assert rows[CI_NOTE_COLUMN].iloc[0].startswith("zero-width interval") and pd.isna(rows[CI_NOTE_COLUMN].iloc[1])
+    assert _format_value(rows.iloc[0]) == "1 [zero width]"
+
+
+def test_every_empty_aggregate_cell_says_why():
+    from harness.store.rows import MetricResult, build_rows
+
+    rows = build_rows({"method": "m"}, {}, {}, [MetricResult("fid", float("nan"), 0),
+                                                 MetricResult("is", float("nan"), 12),
+                                                 MetricResult("clip", float("nan"), 0, extra={"skipped_reason": "no CLIP"}),
+                                                 MetricResult("acc", 0.5, 4)], [])
+    assert list(rows["skipped_reason"].iloc[:3]) == ["no value: fid had nothing to score",
+                                                     "no finite value from 12 scored item(s)", "no CLIP"]
+    assert rows["skipped_reason"].isna().iloc[3]

@@ -124,17 +124,26 @@ def test_dropped_arrays_keep_image_and_meta_and_come_back_on_regeneration(store_
     assert dropped.meta == {"seconds": 0.5} and dropped.arrays == {} and dropped.dropped_arrays == ("map",)
     assert not store.has(key) and not store.check(key), "a sample without its arrays must be remade"
 
-    # Regeneration (different pixels, to show which parts are kept): the image stays the first one,
-    # the arrays come back, and the event log records a restoration, not a second generation.
+    # Regeneration with the same arrays (different pixels, to show which parts are kept): the image
+    # stays the first one, the arrays come back, and the event log records a restoration.
+    store.put(key, make_sample(9))
+    back = store.get(key)
+    assert back.image[1, 1, 0] == 7 and back.dropped_arrays == ()
+    np.testing.assert_array_equal(back.arrays["map"], make_sample().arrays["map"])
+    assert store.has(key) and store.check(key)
+    events = [json.loads(line) for line in (store_root / EVENTS_FILE).read_text().splitlines()]
+    assert [(e["key"], e.get("restored")) for e in events] == [(key, None), (key, "arrays")]
+
+    # Regenerated arrays that differ from the recorded digest cannot join the old entry (it would
+    # fail its own check): the entry is written anew, image, arrays and metadata together.
+    store.drop_arrays(key)
     regenerated = make_sample(9)
     regenerated.arrays["map"] = regenerated.arrays["map"] + 1
     store.put(key, regenerated)
     back = store.get(key)
-    assert back.image[1, 1, 0] == 7 and back.dropped_arrays == ()
+    assert back.image[1, 1, 0] == 9 and back.dropped_arrays == ()
     np.testing.assert_array_equal(back.arrays["map"], make_sample().arrays["map"] + 1)
-    assert store.has(key) and store.check(key)
-    events = [json.loads(line) for line in (store_root / EVENTS_FILE).read_text().splitlines()]
-    assert [(e["key"], e.get("restored")) for e in events] == [(key, None), (key, "arrays")]
+    assert store.check(key)
 
 
 def test_a_sample_without_arrays_is_complete_and_has_nothing_to_drop(store_root):

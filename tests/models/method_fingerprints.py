@@ -124,19 +124,17 @@ def differences(pinned: dict[str, list[float]], current: dict[str, list[float]])
 
 
 def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The run config of ``overrides`` (harness.compose, as every entry point), without the
+    experiment's ``selection.chosen``: the pins state their inputs, so a new selection on dev
+    does not move them."""
+    from omegaconf import open_dict
 
-    from harness import REPO_ROOT
-    from harness.config import register_configs
+    from harness.compose import compose
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose(overrides)
+    with open_dict(cfg):
+        cfg.selection.pop("chosen", None)
+    return cfg
 
 
 def producers_of(overrides: list[str]) -> set[str]:

@@ -59,7 +59,9 @@ def test_pag_toy_smoke_rows_and_sweep_report(compose, stand_in_evaluator, tmp_pa
     for index, method in enumerate(["plain", "cfg_pag"]):
         cfg = compose(["experiment=pag_toy", "model=tiny_random", f"method={method}", "smoke=true",
                        f"store.root={tmp_path / 'cache'}", f"metric.fid.stats_cache={tmp_path / 'stats'}",
-                       "metric.fid.real_source_options.n=12", "metric.inception_score.splits=1"])
+                       "metric.fid.real_source_options.n=12", "metric.inception_score.splits=1",
+                       # the toy evaluator's features (a stand-in here), not the smoke overrides' pixels
+                       "metric.fid.features=toy_evaluator", "metric.diversity.features=toy_evaluator"])
         StandInEvaluator.seen.clear()
         outcome = run_experiment(cfg, tmp_path / "sweep" / str(index))
         aggregates = outcome.rows[outcome.rows["level"] == "aggregate"].set_index("metric")

@@ -109,3 +109,37 @@ def test_selection_runs_on_dev_and_reuses_samples_for_metric_only_settings(tmp_p
     # the threshold only changes the metric: its second setting reuses the first one's samples
     assert [r.generated for r in results] == [2, 0, 2, 0]
     assert 0.0 <= min(r.value for r in results) <= max(r.value for r in results) <= 1.0
+
+
+def test_nan_never_wins_a_selection():
+    nan = float("nan")
+    # max() over (NaN, ...) keys would keep a leading NaN: it must be passed over, for either goal
+    assert choose([ev(nan, k=1), ev(0.4, k=2), ev(0.6, k=3)], "max", "argmax") == 2
+    assert choose([ev(nan, k=1), ev(0.4, k=2), ev(0.6, k=3)], "min", "argmax") == 1
+    assert choose([ev(0.5, 0.1, k=1), ev(nan, k=2), ev(0.55, 0.01, k=3)], "max", "one_se") == 2
+    with pytest.raises(ConfigError, match="no setting gave a finite objective"):
+        choose([ev(nan, k=1), ev(nan, k=2)], "max", "argmax")
+
+
+def test_select_refuses_a_test_split_after_the_overrides():
+    from harness.selection import setting_config
+
+    protocol = Protocol("daam_toy", grid=[("metric.miou.threshold", [0.3])], objective_metric="miou", size=2)
+    assert setting_config(protocol, {"metric.miou.threshold": 0.3}).dataset.split == "dev"
+    with pytest.raises(ConfigError, match="dev only; the overrides make dataset.split=test"):
+        setting_config(protocol, {"metric.miou.threshold": 0.3}, ["dataset.split=test"])
+    # the grid value is what the dev run executes, not selection.chosen (applied by the run)
+    from harness.compose import resolve_run_config
+
+    assert resolve_run_config(setting_config(protocol, {"metric.miou.threshold": 0.3})).metric.miou.threshold == 0.3
+
+
+def test_evidence_records_the_full_commit_and_whether_the_tree_was_dirty():
+    from harness.selection import evidence_markdown
+
+    protocol = Protocol("x", grid=[("a", [1, 2])], objective_metric="miou")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    clean = evidence_markdown(protocol, [ev(0.5, a=1), ev(0.6, a=2)], 1, "harness select experiment=x", 60, sha)
+    assert f"commit `{sha}`, clean working tree" in clean
+    dirty = evidence_markdown(protocol, [ev(0.5, a=1), ev(0.6, a=2)], 1, "cmd", 60, f"{sha}-dirty")
+    assert f"commit `{sha}`, with uncommitted changes to tracked files (dirty)" in dirty
