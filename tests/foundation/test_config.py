@@ -1,9 +1,8 @@
 
 import pytest
 
-from harness.errors import ConfigError
-
 from harness import REPO_ROOT
+from harness.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
 
