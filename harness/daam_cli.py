@@ -151,7 +151,7 @@ def run_daam(argv: list[str]) -> Path:
     from PIL import Image
 
     from harness.data.prompts import PromptRecord, PromptSet
-    from harness.methods.daam_figures import overlay_figure
+    from harness.heatmaps import overlay_figure
     from harness.run import build_method
     from harness.validation import check_prompts, read_image
 

@@ -121,7 +121,7 @@ def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -
     return build_plugin(reader, JUDGES, "metric.bias_skew.judge", options, shared=True)
 
 
-#: The interval of the model's measures (harness.metrics.stats.bias_corrected_bootstrap_ci).
+#: The interval of the model's measures (harness.stats.bias_corrected_bootstrap_ci).
 INTERVAL = ("95% bias-corrected bootstrap over images (percentiles shifted by the resamples' mean minus the "
             "estimate; contains the estimate)")
 
