@@ -11,7 +11,6 @@ import pytest
 from harness.errors import MissingWeightsError
 from harness.metrics.feature_sets import cmmd_from_embeddings, kid_from_features, prdc_from_features
 
-
 REFERENCE = {"real_source": "harness.toy.data:render_pool",
              "real_source_options": {"split": "toy_gen", "n": 12, "workers": 1}}
 
