@@ -3,6 +3,7 @@
     harness run [hydra overrides...]      run an experiment (``-m`` for a sweep)
     harness table PATH|GLOB... [--format markdown|csv|latex] [--no-baselines] [--compare METHOD]
     harness select experiment=NAME          rerun a toy experiment's declared selection on dev
+    harness guidance-study experiment=NAME [--stage dev|test|all]  every guider: dev choice, test once
     harness report PATH... --out report.html  one static HTML page over runs (tables, plots, gallery)
     harness rate TASK [--port P]          a local web page collecting 5-point ratings of a rating task
     harness demo                          the embedded demo (what `make demo` runs)
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     handlers = {"run": cmd_run, "table": cmd_table, "demo": cmd_demo, "list": cmd_list,
                 "daam": _delegate("harness.daam_cli"), "build-prompts": _delegate("harness.data.build_cli"),
-                "toy": cmd_toy, "select": _delegate("harness.selection"), "report": _delegate("harness.report.html"),
+                "toy": cmd_toy, "select": _delegate("harness.selection"),
+                "guidance-study": cmd_guidance_study, "report": _delegate("harness.report.html"),
                 "rate": _delegate("harness.rating.app")}
     handler = handlers.get(command)
     if handler is None:
@@ -46,6 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
+
+
+def cmd_guidance_study(args: list[str]) -> int:
+    """``harness guidance-study experiment=NAME [--stage dev|test|all]``: harness/guidance_study.py,
+    then the figure of the dev grid (per guider, quality vs alignment)."""
+    import pandas as pd
+
+    from harness.guidance_study import run_study
+    from harness.report.guidance_figure import quality_vs_alignment
+
+    out_root = run_study(args)
+    dev_rows = out_root / "dev_rows.csv"
+    if dev_rows.is_file():
+        figure = quality_vs_alignment(pd.read_csv(dev_rows), out_root / "quality_vs_alignment_dev.png",
+                                      title="dev grid: quality vs alignment per guider")
+        print(f"figure: {figure}")
+    return 0
 
 
 def cmd_run(overrides: list[str]) -> int:

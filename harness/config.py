@@ -141,6 +141,8 @@ class RunConfig:
     #: how the experiment's tuned hyperparameters are chosen on dev, and the chosen values
     #: (``harness select``; see harness/selection.py)
     selection: dict[str, Any] = field(default_factory=dict)
+    #: per-guider dev choice and the test comparison of ``harness guidance-study`` (harness/guidance_study.py)
+    guider_study: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs(config_dir: str | Path | None = None) -> None:

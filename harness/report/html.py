@@ -215,9 +215,12 @@ def sweep_plots(experiment: str, aggregates: pd.DataFrame, runs: list[Run], fold
     """Figures of each quality metric against what the experiment varies; [{src, caption}]."""
     from harness.report.plots import plot_metric_vs
 
+    from harness.report.guidance_figure import guider_plots
+
     ours = aggregates[aggregates["source"] == "harness"]
     if ours.empty:
         return []
+    plots = guider_plots(experiment, ours, folder, prefix)  # per guider: quality vs alignment
     xs = []
     for column in sorted(c for c in ours.columns if c.startswith("hp.")):
         numeric = pd.to_numeric(ours[column], errors="coerce")
@@ -225,7 +228,6 @@ def sweep_plots(experiment: str, aggregates: pd.DataFrame, runs: list[Run], fold
             xs.append(column)
     if not xs and len(runs) > 1 and ours["method"].nunique() > 1:
         xs.append("method")
-    plots = []
     metrics = [m for m in ours["metric"].unique() if (ours[ours["metric"] == m]["kind"].fillna("quality") != "cost").all()]
     for x in xs:
         for metric in metrics:
