@@ -342,7 +342,7 @@ def run_study(argv: list[str] | None = None) -> Path:
         raise ConfigError("harness guidance-study needs exactly one experiment=NAME.")
     experiment = experiments[0]
     extra = [o for o in options.overrides if not o.startswith("experiment=")]
-    protocol = parse_study(experiment, OmegaConf.select(compose([f"experiment={experiment}"]), "guider_study"))
+    protocol = parse_study(experiment, OmegaConf.select(compose(options.overrides), "guider_study"))
     out_root = Path(options.out or f"results/guidance_study/{experiment}/{_dt.datetime.now():%Y%m%d-%H%M%S}")
     out_root.mkdir(parents=True, exist_ok=True)
     command = "harness guidance-study " + " ".join(argv or [])
