@@ -281,8 +281,8 @@ def study_table(protocol: StudyProtocol, rows: pd.DataFrame, accuracy_diff: dict
     lines = [f"Budget: {', '.join(str(int(b)) for b in budget) or 'none (generation.steps)'} network calls per image; "
              f"paired differences against {protocol.reference} over the same test images, 95% percentile "
              f"bootstrap ({protocol.resamples} resamples).", "",
-             f"| guider | chosen | steps | calls/image | s/image | {objective} | delta {objective} | KID x1e3 (std) | "
-             "delta KID x1e3 | precision | recall | density | coverage | CMMD | FID (d, N) |",
+             f"| guider | chosen | steps | calls/image | s/image | {objective} | delta {objective} | KID (subset std) | "
+             "delta KID | precision | recall | density | coverage | CMMD | FID (d, N) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for guider in protocol.guiders:
         key, _ = protocol.grid(guider)
@@ -295,11 +295,10 @@ def study_table(protocol: StudyProtocol, rows: pd.DataFrame, accuracy_diff: dict
             row = fid_rows.iloc[0]
             note = ", N < 2d" if bool(row.get("below_2d", False)) else ""
             fid = f"{row['value']:.2f} (d={int(row['feature_dim'])}, N={int(row['n'])}{note})"
-        kid_cell = "" if kid is None else f"{kid * 1e3:.3f} ({(kid_std or 0) * 1e3:.3f})"
+        kid_cell = "" if kid is None else f"{kid:.4g} ({kid_std or 0:.4g})"
         kid_delta = kid_diff.get(guider)
         kid_delta_cell = "reference" if guider == protocol.reference else (
-            "" if kid_delta is None else _cell({k: (v * 1e3 if isinstance(v, float) else v)
-                                                for k, v in kid_delta.items()}))
+            "" if kid_delta is None else _cell(kid_delta, digits=1))
         lines.append(
             f"| {guider} | {key.removeprefix('method.params.')}={protocol.chosen[guider]} | {steps} | "
             f"{fmt(value(guider, 'unet_calls_per_image'), 1)} | {fmt(value(guider, 'seconds_per_image'), 3)} | "
