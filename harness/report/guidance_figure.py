@@ -37,7 +37,7 @@ def guider_points(aggregates: pd.DataFrame, quality: str, alignment: str) -> pd.
                        **settings.loc[run].to_dict()})
     frame = pd.DataFrame(points)
     frame["scale_key"], frame["scale"] = None, float("nan")
-    for guider, group in frame.groupby("guider"):
+    for _guider, group in frame.groupby("guider"):
         varying = [c for c in hp_columns if pd.to_numeric(group[c], errors="coerce").notna().all()
                    and group[c].nunique() > 1]
         if varying:

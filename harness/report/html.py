@@ -213,9 +213,8 @@ def _bar(value: float | None, low: float | None, high: float | None, scale: tupl
 
 def sweep_plots(experiment: str, aggregates: pd.DataFrame, runs: list[Run], folder: Path, prefix: str) -> list[dict]:
     """Figures of each quality metric against what the experiment varies; [{src, caption}]."""
-    from harness.report.plots import plot_metric_vs
-
     from harness.report.guidance_figure import guider_plots
+    from harness.report.plots import plot_metric_vs
 
     ours = aggregates[aggregates["source"] == "harness"]
     if ours.empty:
