@@ -40,7 +40,7 @@ import difflib
 import inspect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -281,11 +281,14 @@ def _conditioning(pipeline: Any, family: str, prompts: list[str], negative: list
 
 @torch.no_grad()
 def sample_with_guider(pipeline: Any, guider: Any, prompts: list[str], negative_prompts: list[str] | None,
-                       steps: int, height: int, width: int, generators: list[torch.Generator]) -> Any:
+                       steps: int, height: int, width: int, generators: list[torch.Generator],
+                       on_step_end: Callable[[int], None] | None = None, decode_latents: bool = True) -> Any:
     """Images (N, H, W, 3) floats in [0, 1] from an SD 1.x/2.x or SDXL pipeline driven by ``guider``.
 
     The classic pipelines' own pieces (prompt encoding, latents, scheduler, VAE decoding) around
-    the modular pipelines' guider step (see the module docstring).
+    the modular pipelines' guider step (see the module docstring). ``on_step_end(step)`` is
+    called after each scheduler step (the bench times steps with it); ``decode_latents=False``
+    returns the final latents.
     """
     family = pipeline_family(pipeline)
     device = pipeline.device
@@ -314,7 +317,9 @@ def sample_with_guider(pipeline: Any, guider: Any, prompts: list[str], negative_
                 guider.cleanup_models(unet)
             noise_pred = guider(branches)[0].reshape(latents.shape)
             latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
-    return decode(pipeline, latents)
+            if on_step_end is not None:
+                on_step_end(i)
+    return decode(pipeline, latents) if decode_latents else latents
 
 
 def decode(pipeline: Any, latents: torch.Tensor) -> Any:
