@@ -163,8 +163,18 @@ def run_dev(protocol: StudyProtocol, out_root: Path, extra: list[str] = ()) -> t
 
 
 def write_chosen(path: Path, chosen: dict[str, Any]) -> None:
-    """Put ``guider_study.chosen`` in the experiment file (replacing the line it had)."""
+    """Put ``guider_study.chosen`` in the experiment file (replacing the line it had; the choices of
+    guiders this study did not run are kept)."""
     text = path.read_text()
+    found = re.search(rf"^{CHOSEN_LINE}(.*)$", text, flags=re.M)
+    if found:
+        import yaml
+
+        try:
+            earlier = yaml.safe_load(found.group(1).split("  #")[0]) or {}
+        except yaml.YAMLError:
+            earlier = {}
+        chosen = {**(earlier if isinstance(earlier, dict) else {}), **chosen}
     line = f"{CHOSEN_LINE} {json.dumps(chosen)}  # written by `harness guidance-study --stage dev`; not by hand"
     if not re.search(rf"^{CHOSEN_LINE}.*$", text, flags=re.M):
         raise ConfigError(f"{path} has no '{CHOSEN_LINE.strip()}' line under guider_study to write the choice into.")

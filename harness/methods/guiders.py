@@ -177,18 +177,21 @@ def _quiet_guider_warning() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def calls_per_image(guider: Any, steps: int) -> int:
+def calls_per_image(guider: Any, steps: int, loop_length: Callable[[int], int] | None = None) -> int:
     """Network calls one image costs with ``guider`` over ``steps`` steps: the sum of the guider's
-    ``num_conditions`` at each step (its intervals included), read from the guider itself."""
+    ``num_conditions`` at each iteration of the denoising loop (its intervals included), read from
+    the guider itself. ``loop_length(steps)``: the loop's real length when the scheduler's differs
+    from ``steps`` (PNDM, SD 1.x/2.x's default, runs ``steps + 1`` iterations)."""
     probe = fresh(guider)
+    iterations = loop_length(steps) if loop_length is not None else steps
     total = 0
-    for step in range(steps):
-        probe.set_state(step=step, num_inference_steps=steps, timestep=torch.tensor(0))
+    for step in range(iterations):
+        probe.set_state(step=step, num_inference_steps=iterations, timestep=torch.tensor(0))
         total += int(probe.num_conditions)
     return total
 
 
-def steps_for_budget(guider: Any, budget_calls: int) -> int:
+def steps_for_budget(guider: Any, budget_calls: int, loop_length: Callable[[int], int] | None = None) -> int:
     """The declared equal-cost rule: the most steps whose network calls per image fit the budget.
 
     So a guider with three branches per step gets a third of the budget's calls as steps, one
@@ -197,14 +200,26 @@ def steps_for_budget(guider: Any, budget_calls: int) -> int:
     if budget_calls < 1:
         raise ConfigError(f"method.budget_calls must be >= 1, not {budget_calls}.")
     steps = 0
-    while calls_per_image(guider, steps + 1) <= budget_calls:
+    while calls_per_image(guider, steps + 1, loop_length) <= budget_calls:
         steps += 1
         if steps > budget_calls:  # every step costs at least one call
             break
     if steps == 0:
         raise ConfigError(f"method.budget_calls={budget_calls} does not buy one step of {type(guider).__name__} "
-                          f"({calls_per_image(guider, 1)} calls).")
+                          f"({calls_per_image(guider, 1, loop_length)} calls).")
     return steps
+
+
+def schedule_length(scheduler: Any) -> Callable[[int], int]:
+    """``steps -> iterations`` of the denoising loop with this scheduler (set on a copy)."""
+    import copy
+
+    def length(steps: int) -> int:
+        probe = copy.deepcopy(scheduler)
+        probe.set_timesteps(steps)
+        return len(probe.timesteps)
+
+    return length
 
 
 @contextlib.contextmanager
@@ -382,11 +397,12 @@ class GuiderSampling(GuidedSampling):
             check_layers(model.pipeline.unet, layers, model.name)
         self.guider = build_guider(self.guider_name, params, float(method_cfg.start), float(method_cfg.stop), layers,
                                    model.name)
+        loop_length = schedule_length(model.pipeline.scheduler) if self.family in ("sd", "sdxl") else None
         budget = method_cfg.budget_calls
         if budget is not None:
             # The declared equal-cost rule; the rows' hp.steps then say the steps really used.
-            generation.steps = steps_for_budget(self.guider, int(budget))
-        self.expected_calls = calls_per_image(self.guider, generation.steps)
+            generation.steps = steps_for_budget(self.guider, int(budget), loop_length)
+        self.expected_calls = calls_per_image(self.guider, generation.steps, loop_length)
         log.info("guider %s: %d steps, %d network calls per image", self.guider_name, generation.steps,
                  self.expected_calls)
 
