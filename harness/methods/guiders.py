@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import inspect
 import logging
 import time
@@ -79,14 +80,40 @@ def available_guiders() -> dict[str, type]:
 
 
 def guider_class(name: str) -> type:
-    """The diffusers guider class called ``name``; unknown names get a "did you mean"."""
+    """The diffusers guider class called ``name``; unknown names get a "did you mean".
+
+    ``SmoothedEnergyGuidance`` comes as :func:`counted_smoothed_energy_guidance` (diffusers 0.42.1's
+    class, with the branch counter it forgets to keep)."""
     known = available_guiders()
     if name not in known:
         close = difflib.get_close_matches(name, list(known), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"method.guider={name!r} is not a guider of diffusers.guiders.{hint} "
                           f"Known: {', '.join(sorted(known))}.")
+    if name == "SmoothedEnergyGuidance":
+        return counted_smoothed_energy_guidance()
     return known[name]
+
+
+@functools.cache
+def counted_smoothed_energy_guidance() -> type:
+    """diffusers' ``SmoothedEnergyGuidance`` with the one line its ``prepare_models`` lacks.
+
+    In diffusers 0.42.1 its ``prepare_models`` never increments ``_count_prepared`` (the base
+    class and its siblings PAG and SLG do), so ``is_conditional`` never holds, the blur hook is
+    never put on the UNet, the SEG branch equals the conditional one and SEG reduces to CFG at
+    three branches' cost (pinned by a test). This subclass counts the branch as PAG's
+    ``prepare_models`` does and leaves everything else to diffusers.
+    """
+    from diffusers.guiders import SmoothedEnergyGuidance
+
+    class CountedSmoothedEnergyGuidance(SmoothedEnergyGuidance):
+        def prepare_models(self, denoiser: torch.nn.Module) -> None:
+            self._count_prepared += 1
+            super().prepare_models(denoiser)
+
+    CountedSmoothedEnergyGuidance.__name__ = CountedSmoothedEnergyGuidance.__qualname__ = "SmoothedEnergyGuidance"
+    return CountedSmoothedEnergyGuidance
 
 
 def layer_config(name: str, layers: list[str]) -> list[dict[str, Any]]:
@@ -405,6 +432,10 @@ class GuiderSampling(GuidedSampling):
         self.expected_calls = calls_per_image(self.guider, generation.steps, loop_length)
         log.info("guider %s: %d steps, %d network calls per image", self.guider_name, generation.steps,
                  self.expected_calls)
+
+    def extra_spec(self, record: PromptRecord) -> dict[str, Any]:
+        # A guider class the harness amends (SEG's counter) is another cache entry than diffusers' own.
+        return {"guider_amended": "count_prepared"} if self.guider_name == "SmoothedEnergyGuidance" else {}
 
     @torch.no_grad()
     def run_batch(self, records: list[PromptRecord], seeds: list[int]) -> list[Sample]:

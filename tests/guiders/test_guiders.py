@@ -247,3 +247,21 @@ def test_a_layer_that_is_not_there_lists_the_candidates(tiny_model):
                                                                "layers": ["mid_block.attentions.0.transformer_blocks.7"]})
     with pytest.raises(ConfigError, match="transformer-block lists here: .*mid_block.attentions.0.transformer_blocks"):
         GuiderSampling(cfg, tiny_model, settings)
+
+
+def test_smoothed_energy_guidance_needs_its_branch_counter(tiny_model):
+    # diffusers 0.42.1's SEG never applies its blur (no _count_prepared increment): its images equal
+    # plain CFG's. The harness's SEG (diffusers' class + the counter) differs from CFG.
+    from diffusers.guiders import SmoothedEnergyGuidance
+
+    pipeline = tiny_model.pipeline
+    params = {"guidance_scale": 3.0, "seg_guidance_scale": 3.0, "seg_blur_sigma": 2.0,
+              "seg_guidance_config": [{"indices": [0], "fqn": "mid_block.attentions.0.transformer_blocks"}]}
+    run = lambda g: sample_with_guider(pipeline, g, PROMPTS, None, STEPS, 32, 32, generators())  # noqa: E731
+    with torch.no_grad():
+        cfg = run(guider("ClassifierFreeGuidance"))
+        theirs = run(SmoothedEnergyGuidance(**params))
+        ours = run(guider("SmoothedEnergyGuidance", seg_blur_sigma=2.0, seg_guidance_scale=3.0))
+    assert np.abs(theirs - cfg).max() < 1e-6
+    assert np.abs(ours - cfg).max() > 1e-3
+
