@@ -420,8 +420,9 @@ class GuiderSampling(GuidedSampling):
             params.setdefault("guidance_scale", float(generation.guidance_scale))
             generation.guidance_scale = float(params["guidance_scale"])
         layers = [str(layer) for layer in (method_cfg.layers or [])]
-        if self.guider_name in LAYER_ARGUMENTS and layers and hasattr(model.pipeline, "unet"):
-            check_layers(model.pipeline.unet, layers, model.name)
+        if self.guider_name in LAYER_ARGUMENTS and layers and not set(LAYER_ARGUMENTS[self.guider_name]) & set(params):
+            denoiser = model.pipeline.transformer if self.family == "sd3" else model.pipeline.unet
+            check_layers(denoiser, layers, model.name)  # SD3: e.g. method.layers=[transformer_blocks.7]
         self.guider = build_guider(self.guider_name, params, float(method_cfg.start), float(method_cfg.stop), layers,
                                    model.name)
         loop_length = schedule_length(model.pipeline.scheduler) if self.family in ("sd", "sdxl") else None
