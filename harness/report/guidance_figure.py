@@ -62,8 +62,11 @@ def quality_vs_alignment(aggregates: pd.DataFrame, out: str | Path, quality: str
                         f"({', '.join(ALIGNMENT_METRICS)}); the rows have {sorted(present)}")
     points = guider_points(aggregates, quality, alignment)
     figure, axis = plt.subplots(figsize=(7, 5))
-    for guider, group in points.groupby("guider"):
-        line = axis.plot(group["alignment"], group["quality"], marker="o", label=guider)[0]
+    colours = plt.get_cmap("tab20").colors  # one colour per guider (there are more than ten)
+    markers = "osD^v<>pP*Xh"
+    for number, (guider, group) in enumerate(points.groupby("guider")):
+        line = axis.plot(group["alignment"], group["quality"], marker=markers[number % len(markers)], label=guider,
+                         color=colours[(2 * number) % 20 + (number // 10) % 2])[0]
         for _, point in group.iterrows():
             if pd.notna(point["scale"]):
                 axis.annotate(f"{point['scale']:g}", (point["alignment"], point["quality"]), fontsize=7,
