@@ -114,3 +114,20 @@ def test_guidance_coco_on_the_standins(name, compose, tmp_path):
     assert fid["feature_dim"] == 192  # pixels at 8x8x3 in the smoke version
     assert bool(fid["below_2d"])
     assert Path(outcome.run_dir).is_dir()
+
+
+def test_report_adds_the_figure_when_rows_hold_several_guiders(tmp_path):
+    from harness.report.html import sweep_plots
+
+    rows = []
+    for run, (guider, scale, kid, accuracy) in enumerate([("A", 1.0, 0.1, 0.5), ("A", 2.0, 0.2, 0.6),
+                                                          ("B", 1.0, 0.3, 0.7), ("B", 3.0, 0.1, 0.4)]):
+        for metric, value in (("kid", kid), ("gen_accuracy", accuracy)):
+            rows.append({"run_dir": f"r{run}", "hp.guider": guider, "hp.params.scale": scale, "metric": metric,
+                         "value": value, "source": "harness", "method": "guider", "kind": "quality",
+                         "ci_low": None, "ci_high": None})
+    plots = sweep_plots("guidance_toy", pd.DataFrame(rows), [], tmp_path, "e0")
+    figure = [p for p in plots if p["metric"] == "quality vs alignment"]
+    assert len(figure) == 1 and (tmp_path / "e0_quality_vs_alignment.png").is_file()
+    one_guider = pd.DataFrame([r for r in rows if r["hp.guider"] == "A"])
+    assert not [p for p in sweep_plots("x", one_guider, [], tmp_path, "e1") if p["metric"] == "quality vs alignment"]
