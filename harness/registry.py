@@ -178,7 +178,8 @@ BASELINES: Registry = Registry("baseline", package="harness.baselines")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
-for _name in ("toy", "sd15", "sd2_base", "sd21_base", "sdxl_base"):
+for _name in ("toy", "sd15", "sd2_base", "sd21_base", "sdxl_base", "sd3_medium", "sd35_medium", "flux_schnell",
+              "flux_dev", "toy_mmdit"):
     MODELS.register(_name, "harness.models.loader:load_pretrained")
 DATASETS.register("smoke_prompts", "harness.data.prompts:build_smoke_prompts")
 DATASETS.register("prompt_manifest", "harness.data.prompts:load_prompt_manifest")
@@ -189,6 +190,14 @@ METHODS.register("cfg", "harness.methods.guidance:CFG")
 METHODS.register("pag", "harness.methods.guidance:PAG")
 METHODS.register("cfg_pag", "harness.methods.guidance:CFGPAG")
 METHODS.register("guider", "harness.methods.guiders:GuiderSampling")
+METHODS.register("concept_attention", "harness.methods.concept_attention:ConceptAttention")
+# ConceptAttention's zero-shot segmentation protocol (issue 26) and the in-process MMDiT stand-ins.
+DATASETS.register("imagenet_segmentation", "harness.data.concept_sets:build_imagenet_segmentation")
+DATASETS.register("voc_concepts", "harness.data.concept_sets:build_voc_concepts")
+DATASETS.register("synthetic_concepts", "harness.data.concept_sets:build_synthetic_concepts")
+METRICS.register("concept_segmentation", "harness.metrics.concept_segmentation:ConceptSegmentation")
+for _name in ("tiny_sd3", "tiny_flux"):
+    MODELS.register(_name, "harness.models.loader:load_tiny_mmdit")
 METRICS.register("mean_intensity", "harness.metrics.image_stats:MeanIntensity")
 METRICS.register("seconds_per_image", "harness.metrics.cost:SecondsPerImage")
 METRICS.register("fid", "harness.metrics.fid:FID")

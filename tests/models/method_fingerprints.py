@@ -62,6 +62,8 @@ RUNS: list[list[str]] = [
       for name in ("variations", "interpolation", "textdiff")],
     ["experiment=unclip_variations", "method=unclip_daam", "model=tiny_karlo", "dataset.size=1", "generation.steps=2",
      "metric=[seconds_per_image]"],
+    ["experiment=concept_attention_voc_single", "model=tiny_flux", "dataset=synthetic_concepts", "dataset.size=2",
+     "dataset.params.single_class=true", "generation.height=64", "generation.width=64", "method.concept_layers=null"],
 ]
 #: baselines that need weights this machine does not have (fingerprinted where they run)
 NOT_RUN_HERE = {"maskrcnn": "torchvision COCO weights", "clipseg": "CLIPSeg weights", "detectron2": "detectron2 + weights",
