@@ -274,6 +274,22 @@ def removed_hooks(module: torch.nn.Module) -> Iterator[None]:
                     registry.remove_hook(name, recurse=False)
 
 
+def preflight_hooks(guider: Any, denoiser: torch.nn.Module, model_name: str, pipeline_name: str) -> None:
+    """Put the guider's hooks on the denoiser and take them off again, branch by branch, at a step
+    inside its interval, before any sample: a denoiser whose attention diffusers' hooks cannot
+    take (SD3's joint attention for the layer-skip guiders in 0.42.1) stops with one error."""
+    probe = fresh(guider)
+    probe.set_state(step=50, num_inference_steps=100, timestep=torch.tensor(500))
+    try:
+        with removed_hooks(denoiser):
+            for _ in range(probe.num_conditions):
+                probe.prepare_models(denoiser)
+                probe.cleanup_models(denoiser)
+    except ValueError as error:
+        raise ConfigError(f"model {model_name!r} ({pipeline_name}) cannot take the guider {type(guider).__name__} "
+                          f"with these layers: diffusers' hooks refuse them ({error}).") from None
+
+
 def pipeline_family(pipeline: Any) -> str:
     """``sd`` | ``sdxl`` | ``sd3`` | ``other`` (which guider path a pipeline takes)."""
     from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -425,6 +441,8 @@ class GuiderSampling(GuidedSampling):
             check_layers(denoiser, layers, model.name)  # SD3: e.g. method.layers=[transformer_blocks.7]
         self.guider = build_guider(self.guider_name, params, float(method_cfg.start), float(method_cfg.stop), layers,
                                    model.name)
+        denoiser = model.pipeline.transformer if self.family == "sd3" else model.pipeline.unet
+        preflight_hooks(self.guider, denoiser, model.name, type(model.pipeline).__name__)
         loop_length = schedule_length(model.pipeline.scheduler) if self.family in ("sd", "sdxl") else None
         budget = method_cfg.budget_calls
         if budget is not None:

@@ -265,3 +265,27 @@ def test_smoothed_energy_guidance_needs_its_branch_counter(tiny_model):
     assert np.abs(theirs - cfg).max() < 1e-6
     assert np.abs(ours - cfg).max() > 1e-3
 
+
+
+def test_sd3_runs_through_diffusers_modular_pipeline_and_flux_is_refused(compose):
+    from harness.data.prompts import PromptRecord
+    from harness.methods.base import GenerationSettings
+    from harness.methods.guiders import GuiderSampling
+    from harness.models.loader import load_model
+    from harness.schemas.guidance import GuiderConfig
+
+    def method(model_name, guider_name, **extra):
+        model = load_model(compose([f"model={model_name}"]).model)
+        settings = GenerationSettings(steps=2, guidance_scale=3.0, height=64, width=64, negative_prompt="",
+                                      batch_size=1)
+        cfg = OmegaConf.merge(OmegaConf.structured(GuiderConfig), {"guider": guider_name, **extra})
+        return GuiderSampling(cfg, model, settings)
+
+    cfg_sd3 = method("tiny_sd3", "ClassifierFreeGuidance")
+    [sample] = cfg_sd3.run_batch([PromptRecord("r0", "a red cat", 1)], [5])
+    assert sample.image.shape == (64, 64, 3) and sample.meta["unet_calls"] == cfg_sd3.expected_calls == 4
+    # diffusers 0.42.1's layer-skip hooks do not know SD3's joint attention processor: refused up front
+    with pytest.raises(ConfigError, match="model 'tiny_sd3' .*cannot take the guider PerturbedAttentionGuidance"):
+        method("tiny_sd3", "PerturbedAttentionGuidance", layers=["transformer_blocks.0"])
+    with pytest.raises(ConfigError, match=r"model 'tiny_flux' \(FluxPipeline\) cannot take the guider"):
+        method("tiny_flux", "ClassifierFreeGuidance")
