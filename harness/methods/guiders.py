@@ -279,7 +279,13 @@ def preflight_hooks(guider: Any, denoiser: torch.nn.Module, model_name: str, pip
     inside its interval, before any sample: a denoiser whose attention diffusers' hooks cannot
     take (SD3's joint attention for the layer-skip guiders in 0.42.1) stops with one error."""
     probe = fresh(guider)
-    probe.set_state(step=50, num_inference_steps=100, timestep=torch.tensor(500))
+
+    def branches(step: int) -> int:
+        probe.set_state(step=step, num_inference_steps=100, timestep=torch.tensor(500))
+        return int(probe.num_conditions)
+
+    busiest = max(range(100), key=branches)  # a step where every branch of the guider is on
+    branches(busiest)
     try:
         with removed_hooks(denoiser):
             for _ in range(probe.num_conditions):
