@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("PATH|GLOB... [--format markdown|csv|latex] [--compare METHOD]",
               "one pivot over runs, published numbers beside ours"),
     "select": ("experiment=NAME [overrides...]", "rerun an experiment's declared selection on dev"),
+    "guidance-study": ("experiment=NAME [--stage dev|test|all]", "every guider: dev choice by the declared rule, test once"),
     "report": ("PATH... --out report.html", "one static HTML page over runs (tables, plots, gallery)"),
     "rate": ("TASK [--port P]", "a local page collecting 5-point ratings of a rating task"),
     "demo": ("", "the embedded demo (what `make demo` runs)"),
@@ -81,6 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
+
+
+def cmd_guidance_study(args: list[str]) -> int:
+    """``harness guidance-study experiment=NAME [--stage dev|test|all]``: harness/guidance_study.py,
+    then the figure of the dev grid (per guider, quality vs alignment)."""
+    import pandas as pd
+
+    from harness.guidance_study import run_study
+    from harness.report.guidance_figure import quality_vs_alignment
+
+    out_root = run_study(args)
+    dev_rows = out_root / "dev_rows.csv"
+    if dev_rows.is_file():
+        figure = quality_vs_alignment(pd.read_csv(dev_rows), out_root / "quality_vs_alignment_dev.png",
+                                      title="dev grid: quality vs alignment per guider")
+        print(f"figure: {figure}")
+    return 0
 
 
 def cmd_run(args: list[str]) -> int:

@@ -144,6 +144,8 @@ class RunConfig:
     #: the overrides this config was composed from (written by :func:`harness.compose.compose`
     #: and ``harness run``): ``selection.chosen`` never overwrites a key they set
     overrides: list[str] = field(default_factory=list)
+    #: per-guider dev choice and the test comparison of ``harness guidance-study`` (harness/guidance_study.py)
+    guider_study: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs(config_dir: str | Path | None = None) -> None:

@@ -298,19 +298,20 @@ def _bar(value: float | None, low: float | None, high: float | None, scale: tupl
 def sweep_plots(experiment: str, aggregates: pd.DataFrame, runs: list[Run], folder: Path, prefix: str) -> list[dict]:
     """Figures of each quality metric with a scale against each numeric hyperparameter that varies
     within a method (a sweep), one line per method; none for a plain comparison of methods (the
-    table shows it). [{src, metric, x}]"""
+    table shows it); and, for runs of several guiders, quality vs alignment per guider. [{src, metric, x}]"""
+    from harness.report.guidance_figure import guider_plots
     from harness.report.plots import plot_metric_vs
 
     ours = aggregates[aggregates["source"] == "harness"]
     if ours.empty:
         return []
+    plots = guider_plots(experiment, ours, folder, prefix)  # per guider: quality vs alignment
     xs = []
     for column in sorted(c for c in ours.columns if c.startswith("hp.")):
         numeric = pd.to_numeric(ours[column], errors="coerce")
         swept = numeric.groupby(ours["method"]).nunique()
         if len(swept) and swept.max() > 1:
             xs.append(column)
-    plots = []
     metrics = []
     for metric in ours["metric"].unique():
         subset = ours[ours["metric"] == metric]
