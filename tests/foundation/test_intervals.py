@@ -112,7 +112,7 @@ def test_gen_accuracy_reports_a_wilson_interval_inside_0_1():
 
 
 def test_bias_corrected_interval_contains_a_biased_plug_in_estimate():
-    from harness.metrics.stats import bias_corrected_bootstrap_ci, bootstrap_ci
+    from harness.stats import bias_corrected_bootstrap_ci, bootstrap_ci
 
     from harness.metrics.bias import mad
 
