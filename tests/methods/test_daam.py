@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import generators
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -17,8 +18,6 @@ from harness.methods.base import GenerationSettings
 from harness.methods.daam import DAAM
 from harness.models.loader import load_tiny_random
 from harness.schemas.daam import DAAMConfig
-
-from .conftest import generators
 
 SETTINGS = GenerationSettings(steps=2, guidance_scale=7.5, height=32, width=32, negative_prompt="", batch_size=2)
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"`(harness\s+table\s[^`]*--compare\s[^`]*)`")
 NUMBER = re.compile(r"[+-]?\d+\.\d+")
 

@@ -1,12 +1,16 @@
-"""Fixtures of the DAAM data tests: a small COCO-format captions file written by the tests."""
+"""Plain helpers shared by tests in several folders (tests/ is on sys.path)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
-import pytest
+import torch
+
+
+def generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
 
 #: (caption id, image id, caption): nouns singular and plural, capitals, punctuation, double
 #: spaces, one caption with no noun, two captions of one image.
@@ -34,14 +38,3 @@ def write_captions(path: Path, captions=CAPTIONS) -> Path:
     }
     path.write_text(json.dumps(document))
     return path
-
-
-@pytest.fixture
-def captions_file(tmp_path: Path) -> Path:
-    return write_captions(tmp_path / "captions_val2014.json")
-
-
-@pytest.fixture
-def captions_writer():
-    """write_captions(path, captions=CAPTIONS) -> path, and the default CAPTIONS."""
-    return SimpleNamespace(write=write_captions, captions=CAPTIONS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from helpers import generators
 
 from harness.attention import (
     AttentionTracer,
@@ -14,8 +15,6 @@ from harness.attention import (
     swap_processors,
 )
 from harness.errors import ConfigError
-
-from .conftest import generators
 
 
 def _snapshot(pipeline):

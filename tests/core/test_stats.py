@@ -112,9 +112,8 @@ def test_gen_accuracy_reports_a_wilson_interval_inside_0_1():
 
 
 def test_bias_corrected_interval_contains_a_biased_plug_in_estimate():
-    from harness.stats import bias_corrected_bootstrap_ci, bootstrap_ci
-
     from harness.metrics.bias import mad
+    from harness.stats import bias_corrected_bootstrap_ci, bootstrap_ci
 
     # 10 prompt groups of 3 images, one draw of a 3-way attribute each, every group exactly uniform:
     # the plug-in MAD (mean over groups) is 0, and a resample of so few images per group always

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
+from helpers import generators
 
 from harness.attention import AttentionTracer, BatchLayout, aggregate_layer_maps, swap_processors
 from harness.methods.daam import generate_with_maps
-
-from .conftest import generators
 
 PROMPTS = ["a red cat", "a blue dog on the grass", "a green tree near a white car"]
 SEEDS = (11, 12, 13)
