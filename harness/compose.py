@@ -228,14 +228,23 @@ def check_metric_options(cfg: DictConfig) -> None:
 
 
 def _parameters(target: Any) -> set[str] | None:
-    """Keyword options ``target`` accepts; None when it takes any (``**kwargs``)."""
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return None
-    return {name for name in parameters if name not in NOT_OPTIONS}
+    """Keyword options ``target`` accepts; None when it takes any (``**kwargs``). A class whose
+    ``__init__`` passes ``**options`` on to its base accepts its own and its bases' options."""
+    accepted: set[str] = set()
+    initialisers = ([klass.__dict__["__init__"] for klass in target.__mro__
+                     if klass is not object and "__init__" in klass.__dict__]
+                    if inspect.isclass(target) else [target])
+    for function in initialisers:
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            return None
+        accepted |= {name for name, p in parameters.items()
+                     if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return accepted - set(NOT_OPTIONS)
+    # every initialiser passed **options on, up to object(), which takes none
+    return accepted - set(NOT_OPTIONS) if inspect.isclass(target) else None
 
 
 # -- selection, applied inside the run ---------------------------------------------------------

@@ -173,9 +173,15 @@ def run_daam(argv: list[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sample.image).save(out / "image.png")
     np.savez(out / "heatmaps.npz", **maps)
-    steps = {key.split(":", 1)[1]: value for key, value in sample.arrays.items() if key.startswith("heatmap_steps:")}
-    if steps:
-        np.savez(out / "heatmaps_steps.npz", **steps)
+    # Other map families of the method, one file each: heatmap_steps:<word> -> heatmaps_steps.npz
+    # (per_timestep=true), heatmap_cross:<concept> -> heatmaps_cross.npz (ConceptAttention's raw variant).
+    families: dict[str, dict[str, Any]] = {}
+    for key, value in sample.arrays.items():
+        prefix, _, word = key.partition(":")
+        if prefix.startswith("heatmap_") and word:
+            families.setdefault(prefix.removeprefix("heatmap_"), {})[word] = value
+    for family, family_maps in families.items():
+        np.savez(out / f"heatmaps_{family}.npz", **family_maps)
     figure = overlay_figure(sample.image, maps, title=prompt, threshold=options["threshold"])
     figure.savefig(out / "overlay.png")
     pipeline = method.model.pipeline

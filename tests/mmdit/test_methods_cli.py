@@ -95,7 +95,7 @@ def test_cli_daam_and_concept_attention_on_flux(folders, tmp_path, capsys):
     maps = np.load(tmp_path / "daam" / "heatmaps.npz")
     assert sorted(maps) == ["cat", "chair"] and maps["cat"].shape == (8, 8)
     meta = json.loads((tmp_path / "daam" / "meta.json").read_text())
-    assert any(layer["name"].startswith("single_transformer_blocks.") for layer in meta["layers"])
+    assert any(layer.startswith("single_transformer_blocks.") for layer in meta["layers"])
     assert main([*base, "method=concept_attention", "concepts=cat,background", f"out={tmp_path / 'ca'}"]) == 0
     concept = np.load(tmp_path / "ca" / "heatmaps.npz")
     cross = np.load(tmp_path / "ca" / "heatmaps_cross.npz")

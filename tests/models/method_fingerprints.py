@@ -52,6 +52,9 @@ PROJECTIONS = 4
 RUNS: list[list[str]] = [
     *[["experiment=smoke", f"method={name}", "dataset.size=2", "generation.steps=2"]
       for name in ("generate", "plain", "cfg", "pag", "cfg_pag")],
+    # the guider method through a perturbation guider (hooks on the UNet) of diffusers.guiders
+    ["experiment=smoke", "method=guider", "method.guider=PerturbedAttentionGuidance", "dataset.size=2",
+     "generation.steps=2"],
     # inputs stated here, not inherited, so an edit of an experiment's defaults does not move the pins
     ["experiment=daam_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=2",
      "generation.steps=2", "generation.guidance_scale=5.0", "generation.batch_size=2"],

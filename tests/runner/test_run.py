@@ -82,7 +82,7 @@ def test_baselines_are_scored_with_the_same_metrics(compose, store_root, tmp_pat
     assert summary.loc["test_mean_grey", "value"] == pytest.approx(51 / 255)
     assert summary.loc["test_mean_grey", "hp.level"] == 51
     assert summary.loc["generate", "value"] != pytest.approx(51 / 255)
-    with pytest.raises(HarnessError, match="accepts"):
+    with pytest.raises(HarnessError, match="test_mean_grey takes no option 'colour'"):
         run_experiment(smoke_cfg(compose, store_root, "+baseline={test_mean_grey: {colour: 3}}"), tmp_path / "bad")
 
 
