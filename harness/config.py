@@ -134,13 +134,18 @@ class RunConfig:
     #: reduced mode for tests and smoke checks: fewer samples and steps, same code path
     smoke: bool = False
     #: overrides that turn this experiment into its smoke version on this machine (e.g. a
-    #: tiny stand-in for real weights); applied by the experiment smoke test and `harness smoke`
+    #: tiny stand-in for real weights); applied under `smoke=true` (harness.compose)
     smoke_overrides: list[str] = field(default_factory=list)
     #: print the summary table at the end
     print_summary: bool = True
     #: how the experiment's tuned hyperparameters are chosen on dev, and the chosen values
     #: (``harness select``; see harness/selection.py)
     selection: dict[str, Any] = field(default_factory=dict)
+    #: the overrides this config was composed from (written by :func:`harness.compose.compose`
+    #: and ``harness run``): ``selection.chosen`` never overwrites a key they set
+    overrides: list[str] = field(default_factory=list)
+    #: per-guider dev choice and the test comparison of ``harness guidance-study`` (harness/guidance_study.py)
+    guider_study: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs(config_dir: str | Path | None = None) -> None:

@@ -1,70 +1,81 @@
-"""``harness daam "<prompt>" [key=value ...]``: DAAM heat maps for one prompt, like the reference's ``daam`` command.
+"""``harness daam "<prompt>" [key=value ...]``: a per-word heat-map method on one prompt.
 
     harness daam "a cat on a red chair" model=sd2_base seed=0 steps=30 guidance_scale=7.5 \\
         height=512 width=512 out=daam-out [words=cat,chair] [scheduler=dpm_solver] [model.path=DIR]
     harness daam "a cat on a red chair" model=sd2_base image=photo.jpg image_timesteps=250,500,750 out=DIR
+    harness daam "a cat" model=toy layers=up_blocks.* normalize=minmax pag_scale=1.5 out=DIR
+    harness daam "a cat on a red chair" model=flux_schnell steps=4 guidance_scale=0 out=DIR
+    harness daam "a cat on a red chair" model=sd3_medium method=concept_attention concepts=cat,chair,background
+
+Joint-attention models (sd3_medium, sd35_medium, flux_schnell, flux_dev, toy_mmdit) give word maps
+from the image x text block of every joint attention (Flux's single-stream blocks included) with
+the same options; ``method=concept_attention concepts=...`` gives ConceptAttention maps per
+concept (output space, and the raw cross-attention variant).
+
+This is the registered method (``method=daam`` by default; ``method=NAME`` for another method
+whose samples carry ``heatmap:<word>`` arrays) run on one prompt through the same config,
+validation and code as ``harness run``: every option of the method's schema is accepted
+(``key=value`` or ``method.key=value``; lists as ``a,b`` or ``[a,b]``), and a misspelt one
+stops with the closest match. Shorthands: ``model=NAME`` (or ``model.path=DIR``),
+``scheduler=`` (``model.scheduler``), ``seed=`` (the generator seed itself), ``steps``,
+``guidance_scale``, ``height``, ``width``, ``negative_prompt`` (``generation.*``), ``words=a,b``
+(default: every word of the prompt), ``image=PATH`` (DAAM on a given image, noised to each of
+``image_timesteps`` and denoised one step with the prompt), ``threshold=`` (of the overlay
+figure only) and ``out=DIR``. Any other dotted key is a Hydra override (``model.device=cpu``).
 
 Writes ``out/image.png``, ``out/heatmaps.npz`` (key = word; float maps at latent resolution,
-before thresholding), ``out/overlay.png`` and ``out/meta.json``. The model folder's own
-scheduler is used unless ``scheduler=`` is given; the noise comes from a CPU
-``torch.Generator`` seeded with ``seed``, so the image can be reproduced with diffusers alone:
-``pipe(prompt, num_inference_steps=steps, guidance_scale=g, height=h, width=w,
-generator=torch.Generator("cpu").manual_seed(seed))``. With ``image=PATH`` the maps are those of
-the given image (resized to height x width), noised to each of ``image_timesteps`` and denoised
-one step with the prompt; ``steps`` and ``guidance_scale`` are then unused.
+before thresholding; ``heatmaps_steps.npz`` with ``per_timestep=true``), ``out/overlay.png`` and
+``out/meta.json``. The noise comes from a CPU ``torch.Generator`` seeded with ``seed``, so the
+image can be reproduced with diffusers alone: ``pipe(prompt, num_inference_steps=steps,
+guidance_scale=g, height=h, width=w, generator=torch.Generator("cpu").manual_seed(seed))``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
 
-#: key -> (type, default); DAAM options (layers, normalize, ...) are the method's config fields.
-OPTIONS: dict[str, tuple[type, Any]] = {
-    "model": (str, None),
-    "model.path": (str, None),
-    "model.device": (str, "auto"),
-    "model.dtype": (str, "auto"),
-    "scheduler": (str, None),
-    "seed": (int, 0),
-    "steps": (int, 30),
-    "guidance_scale": (float, 7.5),
-    "height": (int, None),
-    "width": (int, None),
-    "negative_prompt": (str, ""),
-    "out": (str, "daam-out"),
-    "words": (list, None),
-    "threshold": (float, 0.4),
-    "image": (str, None),
-    "image_timesteps": (list, ["250", "500", "750"]),
-}
-DAAM_OPTIONS = {"layers": list, "exclude_layers": list, "factors": list, "exclude_factors": list, "heads": list,
-                "step_window": list, "per_timestep": bool, "upsample": str, "clamp": bool, "normalize": str,
-                "occurrence": str, "pag_scale": float}
+#: Options of the command itself (not of the run config).
+OWN_OPTIONS = {"out": "daam-out", "threshold": 0.4, "image": None}
+#: Shorthand -> the run-config key it sets.
+SHORTHANDS = {"scheduler": "model.scheduler", "steps": "generation.steps",
+              "guidance_scale": "generation.guidance_scale", "height": "generation.height",
+              "width": "generation.width", "negative_prompt": "generation.negative_prompt", "seed": "seed"}
+#: Default generation settings of the command (the reference ``daam`` command's).
+DEFAULTS = ["generation.steps=30", "generation.guidance_scale=7.5", "method.words_source=all", "figures=false"]
+_PLAIN = re.compile(r"[\w.*/:+-]+")
 
 
-def _convert(key: str, text: str, kind: type) -> Any:
-    try:
-        if kind is list:
-            return [item.strip() for item in text.split(",") if item.strip()]
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        return kind(text)
-    except ValueError:
-        raise ConfigError(f"{key}={text!r} is not a valid {kind.__name__}.") from None
+def _quote(text: str) -> str:
+    """A Hydra override value that stays the string ``text``."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def parse_args(argv: list[str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(prompt, options, DAAM config overrides) from ``"<prompt>" key=value ...``."""
+def _value(text: str, listed: bool) -> str:
+    """``a,b`` -> ``[a,b]`` (a list, not a Hydra sweep); quoted where needed."""
+    if text.startswith("[") or text.startswith("'") or text.startswith('"'):
+        return text
+    if listed or "," in text:
+        return "[" + ",".join(_quote(item.strip()) for item in text.split(",") if item.strip()) + "]"
+    return _quote(text)
+
+
+def parse_args(argv: list[str]) -> tuple[str, dict[str, Any], list[str], list[tuple[str, str]]]:
+    """(prompt, the command's own options, run-config overrides, the method's options as
+    (key, text)) from ``"<prompt>" key=value ...``."""
     prompt = None
-    options = {key: default for key, (_, default) in OPTIONS.items()}
-    daam: dict[str, Any] = {}
+    options = dict(OWN_OPTIONS)
+    model: str | None = None
+    model_path: str | None = None
+    overrides: list[str] = []
+    method_options: list[tuple[str, str]] = []
     for argument in argv:
         key, sep, value = argument.partition("=")
         if not sep:
@@ -72,140 +83,110 @@ def parse_args(argv: list[str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
                 raise ConfigError(f"Two prompts given ({prompt!r} and {argument!r}); quote the prompt as one argument.")
             prompt = argument
             continue
-        key = key.removeprefix("method.")
-        if key in OPTIONS:
-            options[key] = _convert(key, value, OPTIONS[key][0])
-        elif key in DAAM_OPTIONS:
-            converted = _convert(key, value, DAAM_OPTIONS[key])
-            if key in ("factors", "exclude_factors", "heads", "step_window"):
-                converted = [int(_convert(key, item, int)) for item in converted]
-            daam[key] = converted
-        else:
-            known = ", ".join(sorted(OPTIONS) + sorted(DAAM_OPTIONS))
-            raise ConfigError(f"Unknown option {key!r}. Known: {known}.")
+        if key in OWN_OPTIONS:
+            options[key] = value
+        elif key == "model":
+            model = value
+        elif key == "method":
+            overrides.append(f"method={value}")
+        elif key in SHORTHANDS:
+            overrides.append(f"{SHORTHANDS[key]}={_quote(value)}")
+        elif key.startswith("method."):
+            method_options.append((key.removeprefix("method."), value))
+        elif "." in key:
+            if key == "model.path":
+                model_path = value
+            overrides.append(f"{key}={value}")
+        else:  # an option of the method (its schema checks the name and the type)
+            method_options.append((key, value))
     if prompt is None or not prompt.strip():
         raise ConfigError('No prompt given: harness daam "<prompt>" model=NAME [key=value ...]')
-    return prompt, options, daam
+    if model is None:
+        model = _model_of_folder(model_path)
+    if options["image"]:
+        overrides.append("method.source=image")
+    options["threshold"] = _number("threshold", options["threshold"])
+    method = [o for o in overrides if o.startswith("method=")] or ["method=daam"]
+    rest = [o for o in overrides if not o.startswith("method=")]
+    return prompt, options, [f"model={model}", *method[-1:], *DEFAULTS, *rest], method_options
 
 
-def _model_config(options: dict[str, Any]) -> Any:
+def _number(key: str, text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={text!r} is not a number.") from None
+
+
+def _model_of_folder(path: str | None) -> str:
+    if not path:
+        raise ConfigError("Say which model: model=NAME (tiny_random, sd15, sd2_base, sd21_base, sdxl_base, toy) "
+                          "or model.path=DIR (a save_pretrained folder).")
+    index = Path(path).expanduser() / "model_index.json"
+    class_name = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
+    return "sdxl_base" if "XL" in class_name else "sd2_base"
+
+
+def daam_config(argv: list[str]) -> tuple[str, dict[str, Any], Any]:
+    """(prompt, the command's own options, the run config) of ``harness daam ARGV``, composed
+    by :func:`harness.compose.compose` like ``harness run``'s."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
-    from harness.config import ModelConfig
+    from harness.compose import compose, resolve_run_config
 
-    name = options["model"]
-    if name is None:
-        if not options["model.path"]:
-            raise ConfigError("Say which model: model=NAME (tiny_random, sd15, sd2_base, sd21_base, sdxl_base, toy) "
-                              "or model.path=DIR (a save_pretrained folder).")
-        index = Path(options["model.path"]).expanduser() / "model_index.json"
-        class_name = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
-        name = "sdxl_base" if "XL" in class_name else "sd2_base"
-    cfg = OmegaConf.structured(ModelConfig)
-    cfg.name = name
-    cfg.path = options["model.path"]
-    cfg.scheduler = options["scheduler"]
-    cfg.device = options["model.device"]
-    cfg.dtype = options["model.dtype"]
-    return cfg
-
-
-def _read_image(path: str, height: int, width: int) -> Any:
-    import numpy as np
-    from PIL import Image
-
-    from harness.validation import read_image
-
-    return np.asarray(read_image(path).resize((width, height), Image.Resampling.BICUBIC))
-
-
-def validate_options(prompt: str, options: dict[str, Any], model_name: str | None) -> None:
-    """The checks that need no model: generation values, and the toy vocabulary for prompt and words."""
-    from harness.validation import check_generation, check_prompts
-
-    check_generation(options["steps"], options["guidance_scale"], prefix="")
-    for key in ("height", "width"):
-        if options[key] is not None and options[key] < 1:
-            raise ConfigError(f"{key}={options[key]}: image sizes must be positive.")
-    if model_name:
-        check_prompts(model_name, [("prompt", prompt), ("negative_prompt", options["negative_prompt"]),
-                                   *(("words", word) for word in options["words"] or [])])
+    prompt, options, overrides, method_options = parse_args(argv)
+    # which of the method's options are lists (``layers=up_blocks.*`` is a list of one), from its schema
+    schema = OmegaConf.get_type(compose(overrides).method)
+    listed = {f.name for f in dataclasses.fields(schema) if "list" in str(f.type)} if schema else set()
+    overrides += [f"method.{key}={_value(text, key in listed)}" for key, text in method_options]
+    return prompt, options, resolve_run_config(compose(overrides))
 
 
 def run_daam(argv: list[str]) -> Path:
     """Do the work of :func:`main`; returns the output folder."""
     import numpy as np
-    import torch
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from harness.methods.base import to_uint8
-    from harness.methods.daam import (
-        generate_with_maps,
-        pag_pipeline,
-        trace_image,
-        tracer_options,
-        validate_config,
-        word_heat_maps,
-    )
-    from harness.methods.daam_figures import overlay_figure
-    from harness.models.loader import load_model
-    from harness.schemas.daam import DAAMConfig
-    from harness.validation import check_size, size_multiple
+    from harness.data.prompts import PromptRecord, PromptSet
+    from harness.heatmaps import overlay_figure
+    from harness.run import build_method
+    from harness.validation import check_prompts, read_image
 
-    prompt, options, overrides = parse_args(argv)
-    cfg = OmegaConf.structured(DAAMConfig)
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    validate_config(cfg)
-    model_cfg = _model_config(options)
-    validate_options(prompt, options, str(model_cfg.name))
-    timesteps = [int(_convert("image_timesteps", t, int)) for t in options["image_timesteps"]]
-    model = load_model(model_cfg)
-    getattr(model, "check_daam", lambda: None)()  # models without this DAAM path refuse here (unCLIP)
-    pipeline = model.pipeline
-    from harness.attention import prompt_words, word_token_positions
-
-    words = options["words"] or list(dict.fromkeys(prompt_words(prompt)))
-    for word in words:  # a word not in the prompt fails here, before any generation
-        word_token_positions(pipeline.tokenizer, prompt, word, str(cfg.occurrence))
-    height = options["height"] or model.default_height
-    width = options["width"] or model.default_width
-    check_size(height, width, size_multiple(pipeline), f"model={model.name}", prefix="")
-    image = _read_image(options["image"], height, width) if options["image"] else None  # before any generation
-    if cfg.pag_scale > 0:
-        pipeline = pag_pipeline(pipeline, cfg.pag_applied_layers)
-    generator = torch.Generator(device="cpu").manual_seed(options["seed"])
-    if image is not None:  # DAAM on a given image: noise it to each timestep, denoise one step with the prompt
-        tracer = trace_image(pipeline, [image], [prompt], [generator], timesteps=timesteps, options=tracer_options(cfg))
-    else:
-        floats, tracer = generate_with_maps(pipeline, [prompt], [generator], steps=options["steps"],
-                                            guidance_scale=options["guidance_scale"], height=height, width=width,
-                                            negative_prompt=options["negative_prompt"], pag_scale=float(cfg.pag_scale),
-                                            options=tracer_options(cfg))
-        image = to_uint8(floats)[0]
-    maps = word_heat_maps(tracer.token_maps()[0], pipeline.tokenizer, prompt, words, str(cfg.occurrence), cfg.normalize)
+    prompt, options, cfg = daam_config(argv)
+    words = list(cfg.method.get("words") or [])
+    check_prompts(str(cfg.model.name), [("prompt", prompt), *(("words", word) for word in words)])
+    meta: dict[str, Any] = {}
+    if options["image"]:
+        read_image(options["image"], key="image")  # a missing or unreadable file stops before the model loads
+        meta[str(cfg.method.get("image_key", "image"))] = str(Path(options["image"]).expanduser())
+    record = PromptRecord("prompt", prompt, int(cfg.seed), meta)
+    method, settings = build_method(cfg, PromptSet("harness daam", [record]))
+    sample = method.run_batch([record], [int(cfg.seed)])[0]  # the seed is the generator's own
+    maps = {key.split(":", 1)[1]: value for key, value in sample.arrays.items() if key.startswith("heatmap:")}
+    if not maps:
+        raise ConfigError(f"method={cfg.method.name} gives no per-word heat maps (heatmap:<word> arrays); "
+                          "harness daam needs a method that does (daam, ...).")
     out = Path(options["out"]).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(out / "image.png")
+    Image.fromarray(sample.image).save(out / "image.png")
     np.savez(out / "heatmaps.npz", **maps)
-    arrays = {}
-    if cfg.per_timestep and tracer.steps.maps:
-        steps = torch.stack(tracer.steps.maps, dim=1)[0]
-        arrays = word_heat_maps(steps, pipeline.tokenizer, prompt, words, str(cfg.occurrence), cfg.normalize)
-        np.savez(out / "heatmaps_steps.npz", **arrays)
-    figure = overlay_figure(image, maps, title=prompt, threshold=options["threshold"])
+    steps = {key.split(":", 1)[1]: value for key, value in sample.arrays.items() if key.startswith("heatmap_steps:")}
+    if steps:
+        np.savez(out / "heatmaps_steps.npz", **steps)
+    figure = overlay_figure(sample.image, maps, title=prompt, threshold=options["threshold"])
     figure.savefig(out / "overlay.png")
-    meta = {
-        "prompt": prompt, "words": words, "model": model.identity(), "seed": options["seed"], "steps": options["steps"],
-        "guidance_scale": options["guidance_scale"], "height": height, "width": width,
-        "scheduler": type(pipeline.scheduler).__name__, "latent_size": list(tracer.latent_size),
-        "token_positions": {w: word_token_positions(pipeline.tokenizer, prompt, w, str(cfg.occurrence)) for w in words},
-        "daam": OmegaConf.to_container(cfg), "layers": tracer.layers_used(),
-        "step_timesteps": tracer.steps.timesteps if arrays else None,
-        "image": options["image"], "image_timesteps": options["image_timesteps"] if options["image"] else None,
+    pipeline = method.model.pipeline
+    document = {
+        "prompt": prompt, "words": list(maps), "model": method.model.identity(), "seed": int(cfg.seed),
+        "steps": settings.steps, "guidance_scale": settings.guidance_scale, "height": settings.height,
+        "width": settings.width, "scheduler": type(pipeline.scheduler).__name__,
+        "method": OmegaConf.to_container(cfg.method, resolve=True), "image": options["image"],
+        **{key: value for key, value in sample.meta.items() if key not in ("seconds",)},
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    (out / "meta.json").write_text(json.dumps(document, indent=1, default=str) + "\n")
     return out
 
 

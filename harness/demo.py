@@ -37,12 +37,18 @@ def demo_experiments() -> list[str]:
 
 
 def run_demo(args: list[str]) -> int:
-    """Run every demo experiment into results/demo/<experiment>, then one table over them."""
+    """Run every demo experiment into results/demo/<experiment>, then one table per experiment.
+
+    ``args`` are Hydra overrides added to every run (``harness demo store.root=DIR``)."""
+    if any(arg in ("-h", "--help") for arg in args):
+        print("usage: harness demo [hydra overrides added to every run]\n\n" + (__doc__ or "").strip())
+        return 0
     root = Path("results/demo")
-    for experiment in demo_experiments():
+    experiments = demo_experiments()
+    for experiment in experiments:
         run_dir = root / experiment
         # Both dirs: an experiment that is a sweep (hydra.mode=MULTIRUN) writes under sweep.dir.
-        command = [sys.executable, "-m", "harness.cli", "run", f"experiment={experiment}",
+        command = [sys.executable, "-m", "harness", "run", f"experiment={experiment}",
                    f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}",
                    *DEMO_OVERRIDES.get(experiment, []), *args]
         print(f"==> harness {' '.join(command[3:])}", flush=True)
@@ -51,8 +57,9 @@ def run_demo(args: list[str]) -> int:
             return completed.returncode
     from harness.report.table import load_rows, render_table
 
-    print("\n==> harness table results/demo")
-    print(render_table(load_rows([str(root)]), include_cost=True))
+    for experiment in experiments:  # one table per experiment: its own metrics only
+        print(f"\n==> harness table {root / experiment}")
+        print(render_table(load_rows([str(root / experiment)]), include_cost=True))
     print(f"\nDemo results are in {root.resolve()} (one folder per experiment: summary.csv, rows.parquet, "
           "figures/, run log).")
     from harness.report.html import build_report

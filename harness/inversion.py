@@ -151,6 +151,11 @@ class _Posterior:
     """The DDPM posterior q(x_prev | x_t, x0_hat) on a strided grid (formula (7) of Ho et al.)."""
 
     def __init__(self, scheduler: Any) -> None:
+        if scheduler.config.get("thresholding", False):
+            # dynamic thresholding (Imagen, DeepFloyd IF) is private to diffusers' schedulers; no
+            # Stable Diffusion scheduler uses it
+            raise ConfigError(f"DDPM inversion does not support a scheduler with thresholding=True "
+                              f"({type(scheduler).__name__}); use the model's default scheduler.")
         self.scheduler = scheduler
         self.config = scheduler.config
 
@@ -177,9 +182,7 @@ class _Posterior:
             x0 = model_output
         else:
             raise ConfigError(f"Unsupported prediction_type {prediction!r} for DDPM inversion.")
-        if self.config.get("thresholding", False):
-            x0 = self.scheduler._threshold_sample(x0)
-        elif self.config.get("clip_sample", False):
+        if self.config.get("clip_sample", False):
             limit = self.config.get("clip_sample_range", 1.0)
             x0 = x0.clamp(-limit, limit)
         return x0_coeff * x0 + xt_coeff * sample

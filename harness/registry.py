@@ -5,11 +5,18 @@ importing the harness does not import torch, diffusers or spaCy until a run need
 Duplicate names are refused; an unknown name is answered with the known ones and the closest
 matches.
 
-A name needs no catalogue line when its module follows the convention: ``<package>.<name>``
-(e.g. ``harness/methods/<name>.py``) defining the class whose ``name`` attribute is that name
-(for datasets: a function ``build_<name>`` or ``build``), or registering itself when imported
-(``@METHODS.register("<name>")``). It is imported on first use. The names of the config
-group's files (``conf/method/*.yaml``, ...) are listed as known.
+Two ways to add a name, one preferred:
+
+1. by convention (the way): module ``<package>.<name>`` (e.g. ``harness/methods/<name>.py``)
+   defining the class whose ``name`` attribute is that name (for datasets: a function
+   ``build_<name>`` or ``build``; for models: ``load_<name>`` or ``load``, taking the model config
+   and returning a :class:`harness.models.loader.LoadedModel`), beside its config file
+   ``conf/<group>/<name>.yaml``; imported on first use;
+2. a catalogue line at the bottom of this file (``METHODS.register("<name>", "module:Class")``),
+   only where the convention cannot say it: several entries in one module (``cfg``/``pag`` in
+   ``guidance.py``) or a name that differs from its module's.
+
+The names of the config group's files (``conf/method/*.yaml``, ...) are listed as known.
 """
 
 from __future__ import annotations
@@ -17,28 +24,113 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from harness.errors import ConfigError, HarnessError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: The key of a metric's or baseline's config entry that marks it optional (not passed to the class).
+OPTIONAL_KEY = "optional"
 
 
-def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> Any:
+def import_target(target: str) -> Any:
+    """The object named by ``"package.module:attribute"``: the harness's one ``module:attr``
+    import (registry entries, and every config option that names code). Import errors propagate."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def load_target(spec: str, option: str, choices: str = "") -> Any:
+    """:func:`import_target` for a value a user wrote in a config: a malformed or unloadable name
+    is one ConfigError naming ``option`` (and ``choices``, when there are built-in names)."""
+    if ":" not in str(spec) or not str(spec).partition(":")[2]:
+        raise ConfigError(f"{option}={spec!r}: use {choices + ' or ' if choices else ''}'package.module:attribute'.")
+    try:
+        return import_target(str(spec))
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{option}={spec!r} cannot be imported ({error}).") from None
+
+
+def build_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None,
+                 shared: bool = False) -> Any:
     """An instance of a pluggable component named in a config: a built-in name (``builtin`` maps it
     to ``"module:Class"``), any ``"module:Class"``, or an object given directly (tests, notebooks),
-    which is returned as is. ``option`` names the config key in error messages."""
+    which is returned as is. ``option`` names the config key in error messages. ``shared``: a
+    stateless component that loads a model (a judge) is built once per process for the same
+    name and options (:func:`load_once`)."""
     if not isinstance(spec, str):
         return spec
-    target = builtin.get(spec, spec)
-    module_name, _, attribute = target.partition(":")
-    if not attribute:
-        raise ConfigError(f"{option}={spec!r}: use {', '.join(builtin)} or 'module:Class'.")
+    target = load_target(builtin.get(spec, spec), option, ", ".join(builtin))
+    options = dict(options or {})
+    if not shared:
+        return target(**options)
+    return load_once(("plugin", builtin.get(spec, spec), repr(sorted(options.items()))), lambda: target(**options))
+
+
+def check_plugin(spec: Any, builtin: dict[str, str], option: str, options: dict[str, Any] | None = None) -> None:
+    """Whether :func:`build_plugin` would succeed, found without loading weights where the component
+    says how (a ``check_available(**options)`` static method that looks for its files and raises
+    a HarnessError naming what is missing); a component that does not say is built (shared)."""
+    if not isinstance(spec, str):
+        return
+    target = load_target(builtin.get(spec, spec), option, ", ".join(builtin))
+    check = getattr(target, "check_available", None)
+    if callable(check):
+        check(**dict(options or {}))
+    else:
+        build_plugin(spec, builtin, option, options, shared=True)
+
+
+def split_options(kind: str, name: str, options: Any) -> tuple[dict[str, Any], bool]:
+    """(the class's options, whether the entry is optional) of one ``metric:``/``baseline:`` entry."""
+    options = dict(options or {})
+    optional = options.pop(OPTIONAL_KEY, False)
+    if not isinstance(optional, bool):
+        raise ConfigError(f"{kind}.{name}.{OPTIONAL_KEY} must be true or false, got {optional!r}.")
+    return options, optional
+
+
+def check_options(kind: str, name: str, target: Any, options: dict[str, Any], *leading: Any) -> None:
+    """A ConfigError listing the accepted options when ``target(*leading, **options)`` would not bind."""
     try:
-        return getattr(importlib.import_module(module_name), attribute)(**dict(options or {}))
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{option}={spec!r} cannot be loaded: {error}") from None
+        inspect.signature(target).bind(*leading, **options)
+    except TypeError:
+        accepted = [p for p in inspect.signature(target).parameters
+                    if p not in ("self", "model", "args", "kwargs", "options")]
+        raise ConfigError(f"{kind}.{name} got options {sorted(options)}; it accepts "
+                          f"{accepted or 'none'} (and {OPTIONAL_KEY}: true|false).") from None
+
+
+#: What :func:`load_once` holds (key -> loaded object); tests give each test an empty one.
+LOADED: dict[Any, Any] = {}
+
+
+def load_once(key: Any, loader: Callable[[], T]) -> T:
+    """``loader()`` the first time ``key`` is asked for in this process, the same object after:
+    each model or judge (CLIP, Mask R-CNN, the toy evaluator) is loaded at most once per process
+    and shared by every metric, baseline and run that asks for it. ``key`` names the model and
+    everything that changes what is loaded (weights path, device, options)."""
+    if key not in LOADED:
+        LOADED[key] = loader()
+    return LOADED[key]
+
+
+@dataclass
+class Built:
+    """What :meth:`Registry.build` made of one config entry."""
+
+    #: the instance, or None when an optional entry could not run
+    instance: Any
+    options: dict[str, Any]
+    optional: bool
+    #: why an optional entry did not run (None when it did)
+    skipped_reason: str | None = None
 
 
 class UnknownNameError(HarnessError, KeyError):
@@ -63,18 +155,9 @@ class Registry(Generic[T]):
         self.conf_group = conf_group
         self._entries: dict[str, str | T] = {}
 
-    def register(self, name: str, target: str | T | None = None) -> Callable[[T], T] | T:
-        """Register ``target`` under ``name``; used bare it is a decorator.
-
-        ``target`` may be an object or a ``"package.module:attribute"`` string, imported on
-        first use.
-        """
-        if target is None:
-            def decorator(obj: T) -> T:
-                self.register(name, obj)
-                return obj
-
-            return decorator
+    def register(self, name: str, target: str | T) -> str | T:
+        """Register ``target`` under ``name``: a ``"package.module:attribute"`` string, imported on
+        first use (the catalogue), or an object (a test's stand-in)."""
         if name in self._entries:
             existing = self._entries[name]
             # Re-registering the very same lazy target (module reloads) is harmless.
@@ -96,11 +179,33 @@ class Registry(Generic[T]):
             raise UnknownNameError(self._unknown_message(name))
         entry = self._entries[name]
         if isinstance(entry, str):
-            module_name, _, attribute = entry.partition(":")
-            module = importlib.import_module(module_name)
-            entry = getattr(module, attribute)
+            entry = import_target(entry)
             self._entries[name] = entry
         return entry
+
+    def build(self, name: str, entry: Any, *leading: Any, check: Callable[[Any], None] | None = None) -> Built:
+        """Instantiate config entry ``name`` (its options, or null) as ``cls(*leading, **options)``,
+        then run ``check`` on it: the one way metrics and baselines are built from a config.
+
+        A wrong option is a ConfigError. Any other HarnessError (a missing weight file or
+        package) propagates, unless the entry says ``optional: true``: then the result has no
+        instance and the reason (logged; the runner turns it into rows that say so).
+        """
+        target = self.get(name)
+        options, optional = split_options(self.kind, name, entry)
+        check_options(self.kind, name, target, options, *leading)
+        try:
+            instance = target(*leading, **options)
+            if check is not None:
+                check(instance)
+        except ConfigError:
+            raise  # a wrong option is a mistake to fix, optional or not
+        except HarnessError as error:
+            if not optional:
+                raise
+            log.warning("%s %s skipped (optional): %s", self.kind, name, error)
+            return Built(None, options, optional, str(error))
+        return Built(instance, options, optional)
 
     def _module_name(self, name: str) -> str | None:
         if not self.package or not name.isidentifier():
@@ -125,7 +230,7 @@ class Registry(Generic[T]):
         if len(defined_here) == 1:
             self._entries[name] = defined_here[0]
             return
-        for attribute in (f"build_{name}", "build"):
+        for attribute in (f"build_{name}", "build", f"load_{name}", "load"):
             if callable(getattr(module, attribute, None)):
                 self._entries[name] = getattr(module, attribute)
                 return
@@ -170,15 +275,18 @@ def _describe(entry: Any) -> str:
     return entry if isinstance(entry, str) else _qualname(entry)
 
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", package="harness.models", conf_group="model")
 DATASETS: Registry = Registry("dataset", package="harness.data", conf_group="dataset")
 METHODS: Registry = Registry("method", package="harness.methods", conf_group="method")
 METRICS: Registry = Registry("metric", package="harness.metrics", conf_group="metric")
 BASELINES: Registry = Registry("baseline", package="harness.baselines")
+#: Renderers a data file may name (an image set's ``renderer``): data names a registered entry, never code.
+RENDERERS: Registry = Registry("renderer")
 
 # The catalogue: every built-in entry, as lazy "module:attr" strings (nothing is imported here).
 MODELS.register("tiny_random", "harness.models.loader:load_tiny_random")
-for _name in ("toy", "toy_v1", "sd15", "sd2_base", "sd21_base", "sdxl_base"):
+for _name in ("toy", "toy_v1", "sd15", "sd2_base", "sd21_base", "sdxl_base", "sd3_medium", "sd35_medium", "flux_schnell",
+              "flux_dev", "toy_mmdit"):
     MODELS.register(_name, "harness.models.loader:load_pretrained")
 DATASETS.register("smoke_prompts", "harness.data.prompts:build_smoke_prompts")
 DATASETS.register("prompt_manifest", "harness.data.prompts:load_prompt_manifest")
@@ -188,9 +296,22 @@ METHODS.register("plain", "harness.methods.guidance:Plain")
 METHODS.register("cfg", "harness.methods.guidance:CFG")
 METHODS.register("pag", "harness.methods.guidance:PAG")
 METHODS.register("cfg_pag", "harness.methods.guidance:CFGPAG")
+METHODS.register("guider", "harness.methods.guiders:GuiderSampling")
+METHODS.register("concept_attention", "harness.methods.concept_attention:ConceptAttention")
+# ConceptAttention's zero-shot segmentation protocol (issue 26) and the in-process MMDiT stand-ins.
+DATASETS.register("imagenet_segmentation", "harness.data.concept_sets:build_imagenet_segmentation")
+DATASETS.register("voc_concepts", "harness.data.concept_sets:build_voc_concepts")
+DATASETS.register("synthetic_concepts", "harness.data.concept_sets:build_synthetic_concepts")
+METRICS.register("concept_segmentation", "harness.metrics.concept_segmentation:ConceptSegmentation")
+for _name in ("tiny_sd3", "tiny_flux"):
+    MODELS.register(_name, "harness.models.loader:load_tiny_mmdit")
 METRICS.register("mean_intensity", "harness.metrics.image_stats:MeanIntensity")
 METRICS.register("seconds_per_image", "harness.metrics.cost:SecondsPerImage")
 METRICS.register("fid", "harness.metrics.fid:FID")
+METRICS.register("kid", "harness.metrics.feature_sets:KID")
+METRICS.register("prdc", "harness.metrics.feature_sets:PRDC")
+METRICS.register("cmmd", "harness.metrics.feature_sets:CMMD")
+METRICS.register("fd_dinov2", "harness.metrics.feature_sets:FDDINOv2")
 METRICS.register("inception_score", "harness.metrics.inception_score:InceptionScore")
 METRICS.register("clip_score", "harness.metrics.clip_score:CLIPScore")
 METRICS.register("diversity", "harness.metrics.diversity:Diversity")
@@ -230,6 +351,8 @@ DATASETS.register("toy_unreal", "harness.data.toy_sets:build_toy_unreal")
 DATASETS.register("toy_scenes", "harness.data.toy_sets:build_toy_scenes")
 DATASETS.register("toy2_gen", "harness.data.toy2_sets:build_toy2_gen")
 DATASETS.register("toy2_scenes", "harness.data.toy2_sets:build_toy2_scenes")
+RENDERERS.register("toy_scene", "harness.data.toy_sets:render_toy_scene")
+RENDERERS.register("toy2_scene", "harness.data.toy2_sets:render_toy2_scene")
 # DAAM analyses (issue 15): part of speech, visuosyntactic relations, cohyponym and adjectival entanglement.
 DATASETS.register("toy_cohyponym_pairs", "harness.analysis.datasets:build_toy_cohyponym_pairs")
 DATASETS.register("coco_cohyponym_pairs", "harness.analysis.datasets:build_coco_cohyponym_pairs")

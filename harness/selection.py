@@ -51,7 +51,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness import REPO_ROOT
+from harness.compose import apply_selected, compose
 from harness.errors import ConfigError
+
+__all__ = ["apply_selected", "compose"]  # re-exported: applied by the run, composed by harness.compose
 
 log = logging.getLogger("harness.select")
 
@@ -143,64 +146,26 @@ def choose(results: list[Evaluated], goal: str = "max", rule: str = "argmax") ->
     """Index of the chosen setting (see the module docstring for the rules)."""
     if not results:
         raise ConfigError("no setting was evaluated")
+    import math
+
     sign = 1.0 if goal == "max" else -1.0
     scores = [sign * r.value for r in results]
-    best = max(range(len(results)), key=lambda i: (scores[i], -i))  # ties: the first in grid order
-    if rule == "argmax" or results[best].se is None:
+    # a setting whose figure is NaN (nothing scored) is never chosen: NaN compares false both ways
+    finite = [i for i, score in enumerate(scores) if math.isfinite(score)]
+    if not finite:
+        raise ConfigError("no setting gave a finite objective (every dev figure is NaN or infinite); "
+                          "see the dev runs' skipped_reason.")
+    best = max(finite, key=lambda i: (scores[i], -i))  # ties: the first in grid order
+    se = results[best].se
+    if rule == "argmax" or se is None or not math.isfinite(se):
         return best
-    bar = scores[best] - results[best].se
-    return next(i for i, score in enumerate(scores) if score >= bar)
+    bar = scores[best] - se
+    return next(i for i in finite if scores[i] >= bar)
 
 
 # -- applying chosen values --------------------------------------------------------------------
 
-def _override_keys(overrides: list[str]) -> set[str]:
-    keys = set()
-    for text in overrides:
-        key = text.split("=", 1)[0].lstrip("+~")
-        keys.add(key)
-    return keys
-
-
-def apply_selected(cfg: DictConfig, command_line: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Set ``selection.chosen`` values where the key exists and the command line did not set it."""
-    chosen = OmegaConf.select(cfg, "selection.chosen", default=None)
-    if not chosen:
-        return cfg
-    overridden = _override_keys(list(command_line))
-    for entry in chosen:
-        key = str(entry["key"])
-        # a value set on the command line wins (the key itself or a dotted node above it);
-        # a group choice such as `method=pag` (no dot) is not a value of `method.pag_scale`
-        if key in overridden or any("." in o and key.startswith(o + ".") for o in overridden):
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if isinstance(node, DictConfig) and leaf in node:
-            value = entry["value"]
-            OmegaConf.update(cfg, key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
-                             merge=False)
-    return cfg
-
-
 # -- running a selection -----------------------------------------------------------------------
-
-def compose(overrides: list[str]) -> DictConfig:
-    """The run config ``harness run`` would build from ``overrides`` (no run directory)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from harness.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
 
 def setting_config(protocol: Protocol, setting: dict[str, Any], extra: list[str] = ()) -> DictConfig:
     """The dev run of one grid setting: dev split, objective metric only, no baselines."""
@@ -226,6 +191,10 @@ def setting_config(protocol: Protocol, setting: dict[str, Any], extra: list[str]
         if not isinstance(node, DictConfig) or leaf not in node:
             raise ConfigError(f"selection.grid key {key!r} does not exist in the dev run's config.")
         OmegaConf.update(cfg, key, value, merge=False)
+        cfg.overrides.append(f"{key}={json.dumps(value)}")  # the grid value wins over selection.chosen
+    if cfg.dataset.split != "dev":
+        raise ConfigError(f"harness select runs on dev only; the overrides make dataset.split={cfg.dataset.split} "
+                          "(test is looked at once, with the chosen values: harness run).")
     return cfg
 
 
@@ -270,10 +239,15 @@ def _fmt(value: Any) -> str:
 
 
 def evidence_markdown(protocol: Protocol, results: list[Evaluated], chosen: int, command: str,
-                      seconds: float) -> str:
-    """docs/selection/<experiment>.md: the protocol, every dev figure, the choice."""
+                      seconds: float, commit: str | None = None) -> str:
+    """docs/selection/<experiment>.md: the protocol, every dev figure, the choice.
+
+    ``commit`` is the code the selection ran (``git_sha()`` taken when it started: the full
+    commit, ``-dirty`` when tracked files differed from it)."""
     from harness.store.rows import git_sha
 
+    commit = commit or git_sha()
+    sha, _, dirty = commit.partition("-")
     keys = [key for key, _ in protocol.grid]
     objective = f"{protocol.objective_metric} of {protocol.objective_method or 'the method'} ({protocol.goal})"
     rule = {"argmax": "argmax (ties: first in grid order)",
@@ -283,7 +257,7 @@ def evidence_markdown(protocol: Protocol, results: list[Evaluated], chosen: int,
         f"# Selection of `{protocol.experiment}` (generated by `harness select`; do not edit)",
         "",
         f"Command: `{command}` ({seconds / 60:.1f} min on {_dt.date.today().isoformat()}, commit "
-        f"`{git_sha()[:12]}`).",
+        f"`{sha}`, {'with uncommitted changes to tracked files (dirty)' if dirty else 'clean working tree'}).",
         "",
         f"- split: **{protocol.split}** ({protocol.size} records, dataset.seed {protocol.seed}"
         + (f", dataset {protocol.dataset}" if protocol.dataset else "") + ")"
@@ -348,12 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     protocol = parse_protocol(experiment, OmegaConf.select(base, "selection"))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_root = Path(options.out or f"results/selection/{experiment}/{stamp}")
+    from harness.store.rows import git_sha
+
+    setting_config(protocol, protocol.settings()[0], extra)  # a test split (or any bad override) stops here
+    commit = git_sha()  # the code the selection runs, taken before it runs
     began = time.perf_counter()
     results = run_selection(protocol, out_root, extra)
     seconds = time.perf_counter() - began
     chosen = choose(results, protocol.goal, protocol.rule)
     command = "harness select " + " ".join(options.overrides)
-    report = evidence_markdown(protocol, results, chosen, command, seconds)
+    report = evidence_markdown(protocol, results, chosen, command, seconds, commit)
     print(report)
     if not options.no_write:
         EVIDENCE_DIR.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from typing import Any
 from harness.errors import ConfigError, DataError
 
 #: Models whose text encoder knows only a closed vocabulary (checked word by word).
-CLOSED_VOCABULARY_MODELS = ("toy",)
+CLOSED_VOCABULARY_MODELS = ("toy", "toy_mmdit")
 
 
 def check_generation(steps: Any = None, guidance_scale: Any = None, batch_size: Any = None,
@@ -50,6 +50,8 @@ def size_multiple(pipeline: Any) -> int:
     vae = getattr(pipeline, "vae", None)
     if not vae_factor and vae is not None:
         vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if getattr(pipeline, "unet", None) is None and getattr(pipeline, "transformer", None) is not None:
+        return math.lcm(8, max(1, vae_factor or 1) * 2)  # SD3 patchifies 2x2 latents, Flux packs them 2x2
     unet = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
     blocks = len(getattr(getattr(unet, "config", None), "down_block_types", None) or [None])
     return math.lcm(8, max(1, vae_factor or 1) * 2 ** max(0, blocks - 1))
@@ -109,6 +111,10 @@ def check_config(cfg: Any) -> None:
     """The checks of a run config that need no model (``harness run`` makes them before building anything)."""
     gen = cfg.generation
     check_generation(gen.steps, gen.guidance_scale, gen.batch_size)
+    for key in ("height", "width"):  # 0 would silently mean the model's default size
+        value = gen.get(key) if hasattr(gen, "get") else getattr(gen, key, None)
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"generation.{key}={value}: image sizes must be positive (null: the model's own size).")
     size = cfg.dataset.get("size") if hasattr(cfg.dataset, "get") else None
     if size is not None and int(size) < 1:
         raise ConfigError(f"dataset.size={size}: keep at least 1 record (null: the whole set).")

@@ -7,8 +7,8 @@
 - ``adjective_swaps.png``: a grid of adjective-swap pairs (original, swapped, per-pixel change,
   the unrelated-word control and its change).
 
-Metrics that draw figures define a classmethod ``save_figures(run_dir, rows, records, samples,
-options)``; :func:`save_metric_figures` is the run's hook that calls them.
+The metrics and methods that draw them call these functions from their ``save_figures``, the
+run's one figure hook (:meth:`harness.metrics.base.Metric.save_figures`).
 """
 
 from __future__ import annotations
@@ -31,20 +31,6 @@ def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=110)
-
-
-def save_metric_figures(metric_cfg: Mapping[str, Any] | None, run_dir: Path, rows: pd.DataFrame, records: list,
-                        samples: Mapping[str, Any]) -> list[Path]:
-    """Call ``save_figures`` of every metric of the run that has one, on the method's rows."""
-    from harness.registry import METRICS
-
-    paths: list[Path] = []
-    method_rows = rows[rows["method"] == rows["method"].iloc[0]] if len(rows) else rows
-    for name, options in (metric_cfg or {}).items():
-        metric_class = METRICS.get(name)
-        if hasattr(metric_class, "save_figures"):
-            paths += [p for p in metric_class.save_figures(Path(run_dir), method_rows, records, samples, options or {}) if p]
-    return paths
 
 
 def _aggregates(rows: pd.DataFrame, metric: str) -> pd.DataFrame:

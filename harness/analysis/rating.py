@@ -66,13 +66,13 @@ def stratified_sample(pairs: list[dict[str, Any]], total: int, tags: int, seed: 
 
 
 def overlay(image: np.ndarray, heat_map: np.ndarray) -> np.ndarray:
-    """The word's map (bicubic to the image size, min-max normalised, jet) blended half over the image."""
+    """The word's map (bilinear to the image size, min-max normalised, jet) blended half over the image."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib import colormaps
 
-    from harness.methods.daam_figures import normalize_minmax, upsample
+    from harness.heatmaps import normalize_minmax, upsample
 
     image = np.asarray(image, dtype=np.uint8)
     heat = normalize_minmax(upsample(heat_map, image.shape[:2]))

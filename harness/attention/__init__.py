@@ -4,7 +4,10 @@
   (the building block for DAAM capture, EmerDiff modulation and PAG perturbation).
 - :class:`AttentionTracer` / :class:`CrossAttentionCapture`: accumulate the conditional
   prompt's cross-attention probabilities (DAAM).
-- :func:`word_token_positions`: words of a prompt -> token positions.
+- :func:`word_token_positions`: words of a prompt -> token positions (CLIP BPE and T5 SentencePiece;
+  :class:`~harness.attention.words.TextAxis` for a joint model's concatenated text axis).
+- :mod:`harness.attention.joint`: joint-attention word maps and ConceptAttention for SD3/SD3.5/Flux
+  (``JointAttentionTracer``, a subclass of :class:`AttentionTracer`).
 """
 
 from harness.attention.capture import (

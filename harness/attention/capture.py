@@ -76,7 +76,9 @@ class BatchLayout:
         if guidance_scale is None:
             cfg = bool(getattr(pipeline, "do_classifier_free_guidance", False))
         else:
-            cfg = guidance_scale > 1 and getattr(unet.config, "time_cond_proj_dim", None) is None
+            # Flux's pipelines have no CFG branch in the batch (guidance is an embedding; "true CFG" is a second call)
+            cfg = (guidance_scale > 1 and getattr(unet.config, "time_cond_proj_dim", None) is None
+                   and hasattr(type(pipeline), "do_classifier_free_guidance"))
         is_pag = hasattr(pipeline, "set_pag_applied_layers")
         if pag_scale is None:
             pag = is_pag and bool(getattr(pipeline, "do_perturbed_attention_guidance", False))
@@ -260,7 +262,7 @@ class AttentionTracer:
                  max_tokens: int | None = None) -> None:
         self.model = model
         self.unet = resolve_unet(model)
-        self.layer_names = select_layers(model, list(layers) if layers is not None else None, exclude_layers)
+        self.layer_names = self._select_layers(list(layers) if layers is not None else None, exclude_layers)
         self.factors = None if factors is None else {int(f) for f in factors}
         self.exclude_factors = {int(f) for f in exclude_factors}
         self.heads = None if heads is None else [int(h) for h in heads]
@@ -281,6 +283,15 @@ class AttentionTracer:
         self.max_tokens = max_tokens
         self.reset()
         self._stack: contextlib.ExitStack | None = None
+
+    def _select_layers(self, patterns: list[str] | None, exclude: Sequence[str]) -> list[str]:
+        """The layers to trace (cross-attention here; joint attention in :mod:`harness.attention.joint`)."""
+        return select_layers(self.model, patterns, exclude)
+
+    def _read_input(self, args: tuple, kwargs: dict) -> tuple[int, tuple[int, int]]:
+        """(batch rows, latent height and width) of a denoiser call."""
+        sample = args[0] if args else kwargs["sample"]
+        return int(sample.shape[0]), (int(sample.shape[-2]), int(sample.shape[-1]))
 
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -318,16 +329,15 @@ class AttentionTracer:
 
     # -- hooks -------------------------------------------------------------------------------
     def _before_unet(self, module: Any, args: tuple, kwargs: dict) -> None:
-        sample = args[0] if args else kwargs["sample"]
+        batch, self.latent_size = self._read_input(args, kwargs)
         timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
         self.call_index += 1
-        self.latent_size = (int(sample.shape[-2]), int(sample.shape[-1]))
         self._timestep = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
         window = self.step_window
         self.capturing = window is None or (window[0] <= self.call_index and (window[1] is None or self.call_index < window[1]))
         layout = self.layout if isinstance(self.layout, BatchLayout) else BatchLayout.for_pipeline(self.model)
         self._layout_now = layout
-        self._rows = layout.rows(int(sample.shape[0]))
+        self._rows = layout.rows(batch)
 
     def _after_unet(self, module: Any, args: tuple, output: Any) -> None:
         if self.capturing and self.per_step:

@@ -98,13 +98,16 @@ def block_of(name: str) -> str:
     return {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}.get(head, head)
 
 
-def select_layers(model: Any, patterns: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[str]:
+def select_layers(model: Any, patterns: Sequence[str] | None = None, exclude: Sequence[str] = (),
+                  candidates: Sequence[str] | None = None) -> list[str]:
     """Cross-attention layers whose name matches any of ``patterns`` (fnmatch; None: all) and none of ``exclude``.
 
-    Raises :class:`ConfigError` when the model has no cross-attention at all, or when a pattern
-    matches nothing (the message lists the candidates, so a typo is easy to fix).
+    ``candidates``: the layers to choose from (default: the model's cross-attention layers; the
+    joint-attention tracer passes its joint layers). Raises :class:`ConfigError` when there is
+    no candidate at all, or when a pattern matches nothing (the message lists the candidates,
+    so a typo is easy to fix).
     """
-    candidates = cross_attention_layers(model)
+    candidates = list(cross_attention_layers(model) if candidates is None else candidates)
     if not candidates:
         unet = resolve_unet(model)
         raise ConfigError(f"{type(unet).__name__} has no cross-attention layers (no text conditioning), "

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from harness.data.prompts import PromptRecord
-from harness.errors import ConfigError, HarnessError
-from harness.metrics.base import ENTRY_COLUMN, check_options, skipped_result, split_options
+from harness.errors import HarnessError
 from harness.registry import BASELINES
+from harness.store.rows import ENTRY_COLUMN, skipped_result
 from harness.store.samples import Sample
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,7 @@ def build_baselines(baseline_cfg: dict[str, Any] | None, model: Any) -> list[Bas
     """
     baselines: list[Baseline] = []
     for name, entry in (baseline_cfg or {}).items():
-        baseline_class = BASELINES.get(name)
-        options, optional = split_options("baseline", name, entry)
-        check_options("baseline", name, baseline_class, options, model)
-        try:
-            baselines.append(baseline_class(model, **options))
-        except ConfigError:
-            raise  # a wrong option is a mistake to fix, optional or not
-        except HarnessError as error:
-            if not optional:
-                raise
-            log.warning("baseline %s skipped (optional): %s", name, error)
-            baselines.append(SkippedBaseline(name, str(error), options))
+        built = BASELINES.build(name, entry, model)
+        baselines.append(built.instance if built.instance is not None
+                         else SkippedBaseline(name, built.skipped_reason or "", built.options))
     return baselines

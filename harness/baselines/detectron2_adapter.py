@@ -25,6 +25,7 @@ from harness.baselines.segmentation import WordMapBaseline, detections_to_heatma
 from harness.data.coco80 import coco80_classes
 from harness.data.prompts import PromptRecord
 from harness.errors import BaselineUnavailableError, ConfigError, MissingWeightsError
+from harness.registry import load_target
 from harness.store.samples import Sample
 
 INSTALL_HINT = ("Install detectron2 into this environment (see https://detectron2.readthedocs.io/en/latest/tutorials/"
@@ -62,8 +63,7 @@ class Detectron2Segmenter(WordMapBaseline):
 
         cfg = get_cfg()
         if setup:
-            module_name, _, attribute = setup.partition(":")
-            getattr(importlib.import_module(module_name), attribute)(cfg)
+            load_target(setup, "baseline.detectron2.setup")(cfg)
         cfg.merge_from_file(config_file)
         cfg.MODEL.WEIGHTS = str(Path(weights).expanduser())
         cfg.MODEL.DEVICE = device or str(getattr(model, "device", "cpu"))

@@ -43,7 +43,7 @@ from harness.clustering import fit_kmeans, kmeans_labels
 from harness.data.ground_truth import lookup, noun_lemmas, resolve_ground_truth
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
-from harness.metrics.overlap import confusion_matrix, iou
+from harness.overlap import confusion_matrix, iou
 from harness.store.samples import Sample
 
 

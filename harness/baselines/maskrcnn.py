@@ -103,11 +103,17 @@ class MaskRCNN(WordMapBaseline):
         self.network.to(self.device)
         self.categories = coco_category_names()
 
+    @staticmethod
+    def check_available(weights: str | None = DEFAULT_WEIGHTS) -> None:
+        """The weight file exists (a MissingWeightsError naming where it looked), nothing loaded."""
+        if not (weights is None or weights == "random"):
+            find_weights(str(weights))
+
     def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """labels, scores, (N, 4) xyxy boxes and (N, H, W) soft masks for one uint8 RGB image."""
         import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0).to(self.device)
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div(255.0).to(self.device)
         with torch.inference_mode():
             output = self.network([tensor])[0]
         return {"labels": output["labels"].cpu().numpy(), "scores": output["scores"].cpu().numpy(),

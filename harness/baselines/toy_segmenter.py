@@ -1,7 +1,7 @@
 """``toy_segmenter``: the toy world's supervised segmenter (``harness.toy.segmenter``) as a word segmenter.
 
 The toy analog of the ``maskrcnn`` baseline: each word that names a shape (a class of
-``harness.data.toy_sets.SCENE_CLASSES`` other than background) gets the 0/1 map of the pixels
+``harness.toy.world.SCENE_CLASSES`` other than background) gets the 0/1 map of the pixels
 the segmenter labels with that shape; a shape it does not find, and any word that is not a
 shape, get an all-zero map (a closed-vocabulary segmenter has nothing to say about them).
 Images that are not 32x32 are segmented at 32x32 and the labels resized back (nearest).

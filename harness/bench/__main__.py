@@ -1,4 +1,4 @@
-"""``python -m harness.bench --out results/bench.json [--only NAME ...]``"""
+"""``harness bench --out results/bench.json [--only NAME ...]``"""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import harness.bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench")
+    parser = argparse.ArgumentParser(prog="harness bench")
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--only", nargs="*", help="bench modules to run (default: all)")
     options = parser.parse_args(argv)

@@ -6,23 +6,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from harness import REPO_ROOT
-from harness.config import register_configs
+from harness.compose import compose
 from harness.run import run_experiment
 
 SAMPLES = 8
 
 
 def _cfg(store_root: Path):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "experiment=smoke", f"dataset.size={SAMPLES}", "generation.batch_size=1", f"store.root={store_root}",
-            "print_summary=false"])
+    return compose(["experiment=smoke", f"dataset.size={SAMPLES}", "generation.batch_size=1",
+                    f"store.root={store_root}", "print_summary=false"])
 
 
 def run(report: dict) -> None:

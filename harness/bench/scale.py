@@ -72,16 +72,10 @@ ARRAYS_SIZE = 512
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The run config of ``overrides`` (:func:`harness.compose.compose`, as every entry point)."""
+    from harness.compose import compose as compose_config
 
-    from harness.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+    return compose_config(overrides)
 
 
 def _quiet() -> None:

@@ -92,6 +92,13 @@ class ToyAttributeReader:
 
         self.reader = ToySceneReader(**reader_options)
 
+    @staticmethod
+    def check_available(**reader_options: Any) -> None:
+        """The toy scene reader's files exist (checked without loading them)."""
+        from harness.dalleval.toy_reader import ToySceneReader
+
+        ToySceneReader.check_available(**reader_options)
+
     def identity(self) -> str:
         return self.reader.identity()
 

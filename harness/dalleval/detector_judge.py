@@ -66,11 +66,22 @@ class DetectorReader:
                  min_size: int = 800, max_size: int = 1333, device: str | None = None) -> None:
         self.score_threshold = float(score_threshold)
         if detector is None:
-            from harness.baselines.maskrcnn import MaskRCNN
+            from harness.registry import BASELINES, load_once
 
-            detector = MaskRCNN(None, weights=weights, score_threshold=score_threshold, min_size=min_size,
-                                max_size=max_size, device=device)
+            # the registered Mask R-CNN baseline, asked of the registry and loaded once per process
+            options = {"weights": weights, "score_threshold": score_threshold, "min_size": min_size,
+                       "max_size": max_size, "device": device}
+            detector = load_once(("baseline", "maskrcnn", tuple(sorted(options.items()))),
+                                 lambda: BASELINES.get("maskrcnn")(None, **options))
         self.detector = detector
+
+    @staticmethod
+    def check_available(detector: Any = None, weights: str | None = "default", **_: Any) -> None:
+        """The Mask R-CNN weight file exists (asked of the registered baseline, nothing loaded)."""
+        if detector is None:
+            from harness.registry import BASELINES
+
+            BASELINES.get("maskrcnn").check_available(weights)
 
     def identity(self) -> str:
         return f"{type(self.detector).__name__} detections scoring >= {self.score_threshold}, colour from masked pixels' hue"

@@ -1,7 +1,7 @@
 """Markdown tables of skill and bias runs, from their rows (``rows.parquet`` under a run or sweep folder).
 
-    python -m harness.dalleval.report skills results/skills_toy_test
-    python -m harness.dalleval.report bias results/bias_toy_test
+    harness dalleval-report skills results/skills_toy_test
+    harness dalleval-report bias results/bias_toy_test
 
 ``skills``: one line per skill, one column per dataset (value [95% interval], n); an empty cell
 carries its note. ``bias``: per attribute, each measure for the model, the training
@@ -19,10 +19,13 @@ import pandas as pd
 
 
 def _rows(folder: str) -> pd.DataFrame:
+    from harness.errors import DataError
+    from harness.store.rows import read_rows
+
     files = sorted(Path(folder).rglob("rows.parquet"))
     if not files:
-        raise SystemExit(f"no rows.parquet under {folder}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        raise DataError(f"no rows.parquet under {folder}")
+    return pd.concat([read_rows(f) for f in files], ignore_index=True)  # each checked against its manifest
 
 
 def _cell(row: pd.Series) -> str:
@@ -30,7 +33,9 @@ def _cell(row: pd.Series) -> str:
         return ""
     text = f"{row['value']:.3f}"
     if not pd.isna(row.get("ci_low")) and not pd.isna(row.get("ci_high")):
-        text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        # a zero-width interval (every resample the same) is marked, not shown as [x, x]
+        text += (f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if not math.isclose(row["ci_low"], row["ci_high"], rel_tol=1e-9, abs_tol=1e-12)
+                 else " [zero width]")
     return f"{text} (n={int(row['n'])})"
 
 
@@ -100,7 +105,7 @@ def bias_table(folder: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.dalleval.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness dalleval-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("skills", "bias"))
     parser.add_argument("folder")

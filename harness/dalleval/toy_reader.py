@@ -24,11 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from harness.dalleval.judge import SeenObject
+from harness.errors import MissingWeightsError
 from harness.toy.world import (
     ALL_COLOURS,
     IMAGE_SIZE,
@@ -91,6 +93,17 @@ class ToySceneReader:
         self.annotator = ToyAnnotator(core_distance=core_distance, min_pixels=min_pixels, reach=reach, shape_judge=None)
         self._evaluator = None
 
+    @staticmethod
+    def check_available(evaluator: str = "weights/toy/evaluator", **_: Any) -> None:
+        """The toy evaluator's weight file exists (checked without loading it)."""
+        from harness import REPO_ROOT
+        from harness.toy.evaluator import RETRAIN_COMMAND, WEIGHTS_FILE
+
+        folder = Path(evaluator) if Path(evaluator).is_absolute() else REPO_ROOT / evaluator
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise MissingWeightsError(f"toy evaluator weights not found at {folder / WEIGHTS_FILE}; train them with "
+                                      f"`{RETRAIN_COMMAND}`")
+
     def identity(self) -> str:
         return f"toy scene reader (annotator regions >= {self.min_area} px, evaluator {self.evaluator_path})"
 
@@ -117,7 +130,7 @@ class ToySceneReader:
             if member.sum() >= self.annotator.min_pixels:
                 core_ids.append(core)
                 colours.append(np.median(pixels[member], axis=0))
-        regions = self.annotator._grow(pixels, background, cores, core_ids, colours)
+        regions = self.annotator.grow(pixels, background, cores, core_ids, colours)
         keep = [k for k, region in enumerate(regions) if region.sum() >= self.min_area]
         return background, [regions[k] for k in keep], [colours[k] for k in keep]
 

@@ -35,7 +35,7 @@ def build_unclip_toy(dataset_cfg: Any) -> PromptSet:
         other = colours[(colours.index(obj.colour) + 1) % len(colours)]
         records.append(PromptRecord(
             id=f"unclip_toy-{index:07d}", prompt=caption(scene).text, seed=index,
-            meta={"renderer": "harness.data.toy_sets:render_toy_scene",
+            meta={"renderer": "toy_scene",  # registered in harness.registry.RENDERERS
                   "renderer_args": {"split": "toy_gen", "index": index, "n_objects": 1},
                   "renderer_b_args": {"split": "toy_gen", "index": partner, "n_objects": 1},
                   "caption_from": caption(scene).text,

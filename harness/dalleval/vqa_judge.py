@@ -12,7 +12,6 @@ message. ``answerer`` replaces the model by any ``(image, question) -> str`` cal
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any
 
@@ -43,16 +42,37 @@ class VQAAttributeReader:
                 raise ConfigError(f"VQA attribute {attribute!r} needs 'question' and 'answers' (category -> words).")
         self.model_name = str(model)
         if isinstance(answerer, str):
-            module_name, _, attribute = answerer.partition(":")
-            try:
-                answerer = getattr(importlib.import_module(module_name), attribute)
-            except (ImportError, AttributeError) as error:
-                raise ConfigError(f"answerer {answerer!r} cannot be loaded: {error}") from None
+            from harness.registry import load_target
+
+            answerer = load_target(answerer, "answerer")
         self.answerer = answerer or self._load(model, device)
 
     def identity(self) -> str:
         name = getattr(self.answerer, "__name__", None) or self.model_name
         return f"VQA answers of {name}"
+
+    @staticmethod
+    def check_available(model: str = DEFAULT_MODEL, answerer: Any = None, **_: Any) -> None:
+        """The answerer imports, or the VQA model's files are found (a folder with config.json or
+        the offline Hugging Face cache), without loading the model."""
+        if answerer is not None:
+            if isinstance(answerer, str):
+                from harness.registry import load_target
+
+                load_target(answerer, "answerer")
+            return
+        from pathlib import Path
+
+        from huggingface_hub import try_to_load_from_cache
+
+        if (Path(model).expanduser() / "config.json").is_file():
+            return
+        try:
+            if isinstance(try_to_load_from_cache(model, "config.json"), str):
+                return
+        except ValueError:  # not a hub id (e.g. a folder that does not exist)
+            pass
+        raise _missing_vqa(model, "not found")
 
     @staticmethod
     def _load(model: str, device: str) -> Any:
@@ -64,12 +84,7 @@ class VQAAttributeReader:
         try:
             vqa = pipeline("visual-question-answering", model=model, device=device)
         except (OSError, ValueError) as error:
-            raise MissingWeightsError(
-                f"The VQA model {model!r} for the attribute judge was not found locally ({type(error).__name__}). "
-                f"Looked in: {model} as a folder, then the offline Hugging Face cache (local_files_only=True). "
-                f"Provide it: on a machine with network access run `huggingface-cli download {model}` and copy the "
-                "cache here (HF_HUB_CACHE), or save it with save_pretrained(DIR) and set "
-                "metric.bias_skew.reader_options.model=DIR.") from None
+            raise _missing_vqa(model, type(error).__name__) from None
 
         def answer(image: np.ndarray, question: str) -> str:
             from PIL import Image
@@ -94,3 +109,12 @@ class VQAAttributeReader:
         attributes = record.meta["bias"]["attributes"]
         values = {a: self.category_of(a, self.answerer(image, self.questions[a]["question"])) for a in attributes}
         return [dict(values) for _ in record.meta["bias"]["objects"]]
+
+
+def _missing_vqa(model: str, why: str) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"The VQA model {model!r} for the attribute judge was not found locally ({why}). "
+        f"Looked in: {model} as a folder, then the offline Hugging Face cache (local_files_only=True). "
+        f"Provide it: on a machine with network access run `huggingface-cli download {model}` and copy the "
+        "cache here (HF_HUB_CACHE), or save it with save_pretrained(DIR) and set "
+        "metric.bias_skew.judge_options.model=DIR.")

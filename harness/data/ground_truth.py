@@ -32,7 +32,6 @@ or factory called with no arguments).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import logging
@@ -44,6 +43,7 @@ from PIL import Image
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
+from harness.registry import load_target
 from harness.store.samples import Sample
 
 log = logging.getLogger(__name__)
@@ -258,14 +258,7 @@ def resolve_ground_truth(spec: Any = None) -> GroundTruth:
     if spec is None or spec == "record":
         return RecordGroundTruth()
     if isinstance(spec, str):
-        module_name, _, attribute = spec.partition(":")
-        if not attribute:
-            raise ConfigError(f"ground_truth={spec!r}: give 'record' or 'package.module:attribute'.")
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"ground_truth={spec!r} cannot be imported ({error}).") from None
-        spec = factory()
+        spec = load_target(spec, "ground_truth", "'record'")()
     if not isinstance(spec, GroundTruth):
         raise ConfigError(f"ground_truth {spec!r} has no masks(record, sample) method.")
     return spec

@@ -3,8 +3,8 @@
 An image set is an ordinary :class:`~harness.data.prompts.PromptSet` whose records carry, in
 ``meta``:
 
-- ``image_path``: the RGB image (any format PIL reads), or ``renderer`` = ``"module:function"``
-  with ``renderer_args`` (a dict): a function returning a uint8 HxWx3 image (the toy world);
+- ``image_path``: the RGB image (any format PIL reads), or ``renderer`` = the name of a renderer
+  registered in ``harness.registry.RENDERERS`` (never code: ``toy_scene``) with ``renderer_args`` (a dict): a function returning a uint8 HxWx3 image (the toy world);
 - ``label_path``: the ground-truth label map (PNG, one integer class id per pixel), or, for
   rendered scenes, ``renderer`` returning ``(image, labels)``;
 - ``ignore_index``: the label value that marks unlabeled pixels (default 255);
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import json
 import logging
 from functools import lru_cache
@@ -136,12 +135,14 @@ def cocostuff27_names() -> list[str]:
 
 
 def _render(record: PromptRecord) -> tuple[np.ndarray, np.ndarray]:
-    target = record.meta["renderer"]
-    module_name, _, attribute = str(target).partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError):
-        raise DataError(f"Record {record.id!r} names renderer {target!r}, which cannot be imported.") from None
+    from harness.registry import RENDERERS
+
+    target = str(record.meta["renderer"])
+    if target not in RENDERERS:  # a data file names a registered renderer, never code to import and call
+        raise DataError(f"Record {record.id!r} names renderer {target!r}, which is not a registered renderer "
+                        f"(known: {', '.join(RENDERERS.names())}); a data file cannot name code. Register a "
+                        "renderer in harness.registry.RENDERERS and name it.")
+    function = RENDERERS.get(target)
     result = function(**dict(record.meta.get("renderer_args", {})))
     image, labels = result if isinstance(result, tuple) else (result, None)
     if labels is None:

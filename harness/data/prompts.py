@@ -96,7 +96,10 @@ def records_checksum(records: list[PromptRecord]) -> str:
 
 
 def validate_prompt_set(prompt_set: PromptSet, source: str) -> PromptSet:
-    """Refuse empty sets, empty prompts and duplicate ids with one clear message."""
+    """Refuse empty sets, empty prompts, duplicate ids and records naming code (a ``renderer`` that
+    is not registered) with one clear message."""
+    from harness.registry import RENDERERS
+
     if len(prompt_set) == 0:
         raise DataError(f"The prompt set {prompt_set.name!r} from {source} is empty: nothing to generate.")
     seen: set[str] = set()
@@ -105,6 +108,10 @@ def validate_prompt_set(prompt_set: PromptSet, source: str) -> PromptSet:
             raise DataError(f"Record {record.id!r} of {source} has an empty prompt.")
         if record.id in seen:
             raise DataError(f"Record id {record.id!r} appears twice in {source}; ids must be unique.")
+        renderer = record.meta.get("renderer") if isinstance(record.meta, dict) else None
+        if renderer is not None and str(renderer) not in RENDERERS:
+            raise DataError(f"Record {record.id!r} of {source} names renderer {renderer!r}, which is not a registered "
+                            f"renderer (known: {', '.join(RENDERERS.names())}); a data file cannot name code.")
         seen.add(record.id)
     return prompt_set
 

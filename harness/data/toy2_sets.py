@@ -100,7 +100,7 @@ def build_toy2_scenes(dataset_cfg: Any) -> PromptSet:
     class_names = ["background", *SHAPES]
     records = [
         PromptRecord(id=f"scene2-{composition}-{index:07d}", prompt=caption(scene).text, seed=index,
-                     meta={"renderer": "harness.data.toy2_sets:render_toy2_scene",
+                     meta={"renderer": "toy2_scene",  # registered in harness.registry.RENDERERS
                            "renderer_args": {"stream": composition, "index": index},
                            "num_classes": len(class_names), "class_names": class_names, "composition": composition})
         for index, scene in _scenes(dataset_cfg, composition)

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from harness.data.prompts import PromptRecord, PromptSet, validate_prompt_set
 from harness.errors import ConfigError
 
-DEFAULT_SIZE = 64
-#: Semantic classes of toy_scenes label maps: 0 = background, then one class per shape.
-SCENE_CLASSES = ("background", "circle", "square", "triangle", "star", "heart")
+# The toy world owns its label classes and the rendering of labelled scenes; its records name the
+# renderer as "harness.data.toy_sets:render_toy_scene", so the name stays importable from here.
+from harness.toy.splits import render_toy_scene  # noqa: F401
+from harness.toy.world import SCENE_CLASSES
 
+DEFAULT_SIZE = 64
 
 #: The scene distributions a toy dataset can draw from (harness/toy/splits.py).
 WORLDS = ("toy_gen", "toy_unreal")
@@ -85,17 +85,6 @@ def build_toy_unreal(dataset_cfg: Any) -> PromptSet:
     return build_toy_prompts(dataset_cfg, "toy_unreal")
 
 
-def render_toy_scene(split: str, index: int, n_objects: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 HxWx3, semantic labels int32 HxW: 0 background, 1.. per shape in SCENE_CLASSES)."""
-    from harness.toy.splits import scene_for_index
-    from harness.toy.world import render_scene
-
-    scene = scene_for_index(split, index, n_objects)
-    image, instance = render_scene(scene)
-    classes = np.array([0] + [SCENE_CLASSES.index(obj.shape) for obj in scene.objects], dtype=np.int32)
-    return image, classes[instance]
-
-
 def build_toy_scenes(dataset_cfg: Any) -> PromptSet:
     """``dataset=toy_scenes``: rendered scenes of world ``params.world`` (default toy_gen) with exact labels."""
     from harness.toy.world import caption
@@ -110,7 +99,7 @@ def build_toy_scenes(dataset_cfg: Any) -> PromptSet:
             id=f"scene-{split}-{objects or 'mix'}-{index:07d}",
             prompt=caption(scene).text,
             seed=index,
-            meta={"renderer": "harness.data.toy_sets:render_toy_scene",
+            meta={"renderer": "toy_scene",  # registered in harness.registry.RENDERERS
                   "renderer_args": {"split": split, "index": index, "n_objects": objects},
                   "num_classes": len(SCENE_CLASSES), "class_names": list(SCENE_CLASSES)},
         ))

@@ -8,17 +8,21 @@ shard (``-m hydra/launcher=submitit_slurm shard.count=N 'shard.index=range(N)'``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
 
 
-def run_shards(cfg: Any, executor: Any, cwd: Path | None) -> int:
-    """Generate every shard of ``cfg`` with ``executor``; returns how many samples were generated."""
+def run_shards(cfg: Any, executor: Any, cwd: Path | None,
+               generate_part: Callable[[Any, Path | None, int, int], tuple[int, int]]) -> int:
+    """Generate every shard of ``cfg`` with ``executor``, each shard by ``generate_part(cfg, cwd,
+    index, count)`` (the runner passes its own, so executors never import the runner); returns
+    how many samples were generated."""
     name = executor.get("name", "local")
     if name == "ray":
         from harness.executors.ray import run_shards_on_ray
 
-        return run_shards_on_ray(cfg, executor, cwd)
+        return run_shards_on_ray(cfg, executor, cwd, generate_part)
     raise ConfigError(f"executor={name!r} is not known; use executor=local or executor=ray.")

@@ -1,6 +1,7 @@
 """``executor=ray``: the shards of one experiment as Ray tasks, then scoring in the driver.
 
-Each of ``executor.num_workers`` tasks runs :func:`harness.run.generate_part` on shard I of N
+Each of ``executor.num_workers`` tasks runs the runner's ``generate_part`` (given by
+:func:`harness.run.run_experiment`: executors sit beside the runner and never import it) on shard I of N
 (N = num_workers): it loads the model once and generates its records, and the per-sample
 baselines' predictions of them, into the shared store (the store is the only channel: no
 image passes through Ray's object store). The driver waits
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,16 @@ from harness.errors import ConfigError, HarnessError
 log = logging.getLogger(__name__)
 
 
-def _shard_task(container: dict[str, Any], cwd: str | None, index: int, count: int, threads: int) -> tuple[int, int]:
+#: (cfg, cwd, shard index, shard count) -> (generated, reused): what one worker runs
+GeneratePart = Callable[[Any, Path | None, int, int], tuple[int, int]]
+
+
+def _shard_task(generate_part: GeneratePart, container: dict[str, Any], cwd: str | None, index: int, count: int,
+                threads: int) -> tuple[int, int]:
     """One Ray task: generate shard ``index`` of ``count``; (generated, reused)."""
     import torch
 
     from harness.config import register_configs
-    from harness.run import generate_part
 
     register_configs()
     torch.set_num_threads(max(1, threads))
@@ -40,7 +46,9 @@ def _shard_task(container: dict[str, Any], cwd: str | None, index: int, count: i
     return generate_part(cfg, Path(cwd) if cwd else None, index, count)
 
 
-def run_shards_on_ray(cfg: Any, executor: Any, cwd: Path | None) -> int:
+def run_shards_on_ray(cfg: Any, executor: Any, cwd: Path | None, generate_part: GeneratePart) -> int:
+    """Generate every shard of ``cfg`` as Ray tasks that each call ``generate_part``; returns how
+    many samples were generated."""
     try:
         import ray
     except ImportError:
@@ -71,7 +79,7 @@ def run_shards_on_ray(cfg: Any, executor: Any, cwd: Path | None) -> int:
     container["shard"] = {"index": 0, "count": 1}
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_shard_task)
     try:
-        refs = [task.remote(container, str(cwd) if cwd else None, index, workers, threads) for index in range(workers)]
+        refs = [task.remote(generate_part, container, str(cwd) if cwd else None, index, workers, threads) for index in range(workers)]
         try:
             results = ray.get(refs)
         except ray.exceptions.RayTaskError as error:

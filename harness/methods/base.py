@@ -64,6 +64,11 @@ class Method:
         params.pop("name", None)
         return params
 
+    def save_figures(self, run_dir: Any, records: list[PromptRecord], samples: Any, rows: Any = None) -> list:
+        """The one figure hook, as for metrics (:meth:`harness.metrics.base.Metric.save_figures`):
+        figures of the run's ``records``/``samples`` (and its ``rows``) into ``run_dir``. Default: none."""
+        return []
+
     def sample_spec(self, record: PromptRecord, seed: int) -> dict[str, Any]:
         """Everything that determines this record's sample (its content address)."""
         return {

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 from harness.attention import AttentionTracer, BatchLayout, prompt_words, word_token_positions
+from harness.attention.capture import DEFAULT_LAYER_PATTERNS
+from harness.attention.joint import JointAttentionTracer, encode_prompts, is_joint_model, text_axis
+from harness.attention.words import TextAxis
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.methods.base import Method, to_uint8
@@ -61,13 +64,42 @@ def validate_config(cfg: Any) -> None:
         raise ConfigError(f"method.occurrence={occurrence!r}: use merge, first, last or a 1-based number.")
 
 
+def joint_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`JointAttentionTracer` arguments from DAAM tracer options: the UNet's default layer
+    patterns (down and up blocks) mean every joint layer; map-size factors do not apply (one patch grid)."""
+    joint = {key: options[key] for key in ("exclude_layers", "heads", "step_window", "per_step", "upsample", "clamp")
+             if key in options}
+    layers = options.get("layers")
+    joint["layers"] = None if layers is None or list(layers) in (list(DEFAULT_LAYER_PATTERNS), ["*"]) else list(layers)
+    return joint
+
+
+def word_mapper(pipeline: Any, prompts: Sequence[str]) -> Any:
+    """What maps a prompt's words to the maps' text axis: the tokenizer (UNet models) or the
+    declared joint text axis (SD3/Flux: CLIP and T5 positions, see :func:`harness.attention.joint.text_axis`)."""
+    return text_axis(pipeline, list(prompts)) if is_joint_model(pipeline) else pipeline.tokenizer
+
+
+def mapped_positions(mapper: Any, prompt: str, word: str, occurrence: str = "merge") -> list[int]:
+    """Positions of ``word`` on the maps' text axis (see :func:`word_mapper`)."""
+    if isinstance(mapper, TextAxis):
+        return mapper.word_positions(prompt, word, occurrence)
+    return word_token_positions(mapper, prompt, word, occurrence)
+
+
 def pag_pipeline(pipeline: Any, applied_layers: Sequence[str]) -> Any:
     """diffusers' PAG counterpart of ``pipeline``, sharing its components (no copy of the weights)."""
-    from diffusers import StableDiffusionPAGPipeline, StableDiffusionXLPAGPipeline
+    from diffusers import (
+        StableDiffusion3PAGPipeline,
+        StableDiffusionPAGPipeline,
+        StableDiffusionXLPAGPipeline,
+    )
 
     if hasattr(pipeline, "set_pag_applied_layers"):
         return pipeline
-    pag_class = StableDiffusionXLPAGPipeline if "XL" in type(pipeline).__name__ else StableDiffusionPAGPipeline
+    name = type(pipeline).__name__
+    pag_class = (StableDiffusion3PAGPipeline if "Diffusion3" in name else StableDiffusionXLPAGPipeline if "XL" in name
+                 else StableDiffusionPAGPipeline)
     pag = pag_class.from_pipe(pipeline, pag_applied_layers=list(applied_layers))
     pag.set_progress_bar_config(disable=True)
     return pag
@@ -83,12 +115,19 @@ def generate_with_maps(pipeline: Any, prompts: list[str], generators: list[torch
     """
     kwargs: dict[str, Any] = {}
     options = dict(options or {})
-    options.setdefault("max_tokens", prompt_token_span(pipeline.tokenizer, prompts))
     if pag_scale > 0:
         if not hasattr(pipeline, "set_pag_applied_layers"):
             raise ConfigError("pag_scale > 0 needs a PAG pipeline (see pag_pipeline()).")
         kwargs["pag_scale"] = pag_scale
-    with AttentionTracer(pipeline, **options) as tracer:
+    if is_joint_model(pipeline):
+        axis = text_axis(pipeline, prompts)
+        tracer: AttentionTracer = JointAttentionTracer(pipeline, columns=axis.columns, **joint_options(options))
+    else:
+        options.setdefault("max_tokens", prompt_token_span(pipeline.tokenizer, prompts))
+        tracer = AttentionTracer(pipeline, **options)
+    if "Flux" in type(pipeline).__name__:  # guidance-distilled: no negative branch (true CFG is a separate call)
+        negative_prompt = ""
+    with tracer:
         output = pipeline(
             prompt=prompts,
             negative_prompt=[negative_prompt] * len(prompts) if negative_prompt else None,
@@ -117,6 +156,8 @@ def trace_image(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str],
     """
     from diffusers import DDPMScheduler
 
+    if is_joint_model(pipeline):
+        return trace_image_joint(pipeline, images, prompts, generators, timesteps=timesteps, options=options)
     if "XL" in type(pipeline).__name__ or getattr(pipeline, "text_encoder_2", None) is not None:
         raise ConfigError("DAAM on a given image supports SD 1.x/2.x-style pipelines (one text encoder); "
                           f"{type(pipeline).__name__} needs SDXL's added conditioning, which is not wired yet.")
@@ -142,6 +183,72 @@ def trace_image(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str],
             t = torch.tensor([int(timestep)] * len(prompts), dtype=torch.long)
             noisy = noising.add_noise(latents, noise.to(device=device, dtype=dtype), t.to(device))
             pipeline.unet(noisy, int(timestep), encoder_hidden_states=context)
+    return tracer
+
+
+def encode_images_joint(pipeline: Any, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """VAE latents of uint8 images as an SD3/Flux transformer takes them: posterior mean, shifted and
+    scaled by the VAE's ``shift_factor`` / ``scaling_factor``, (images, 16, H/8, W/8)."""
+    transformer = pipeline.transformer
+    pixels = np.stack([np.asarray(image, dtype=np.float32) / 127.5 - 1.0 for image in images])
+    pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device=transformer.device, dtype=pipeline.vae.dtype)
+    latents = pipeline.vae.encode(pixels).latent_dist.mean
+    shift = pipeline.vae.config.shift_factor or 0.0
+    return ((latents - shift) * pipeline.vae.config.scaling_factor).to(transformer.dtype)
+
+
+def joint_denoiser_call(pipeline: Any, latents: torch.Tensor, sigma: float, context: torch.Tensor,
+                        pooled: torch.Tensor, guidance: float = 3.5) -> Any:
+    """One transformer evaluation of SD3 or Flux on latents (images, 16, h, w) at noise level ``sigma``.
+
+    Flux's 2x2 packing and position ids are written here as its pipeline lays them out
+    (``FluxPipeline._pack_latents`` / ``_prepare_latent_image_ids``, which are private)."""
+    transformer = pipeline.transformer
+    images = latents.shape[0]
+    if "Flux" not in type(pipeline).__name__:
+        timestep = torch.full((images,), sigma * 1000.0, device=latents.device, dtype=latents.dtype)
+        return transformer(hidden_states=latents, timestep=timestep, encoder_hidden_states=context,
+                           pooled_projections=pooled, return_dict=False)
+    channels, height, width = latents.shape[1:]
+    packed = latents.view(images, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    packed = packed.reshape(images, (height // 2) * (width // 2), channels * 4)
+    ids = torch.zeros(height // 2, width // 2, 3, device=latents.device, dtype=latents.dtype)
+    ids[..., 1] += torch.arange(height // 2, device=latents.device, dtype=latents.dtype)[:, None]
+    ids[..., 2] += torch.arange(width // 2, device=latents.device, dtype=latents.dtype)[None, :]
+    text_ids = torch.zeros(context.shape[1], 3, device=latents.device, dtype=latents.dtype)
+    embedded = None
+    if transformer.config.guidance_embeds:
+        embedded = torch.full((images,), float(guidance), device=latents.device, dtype=torch.float32)
+    timestep = torch.full((images,), sigma, device=latents.device, dtype=latents.dtype)
+    return transformer(hidden_states=packed, timestep=timestep, guidance=embedded, pooled_projections=pooled,
+                       encoder_hidden_states=context, txt_ids=text_ids, img_ids=ids.reshape(-1, 3), return_dict=False)
+
+
+@torch.no_grad()
+def trace_image_joint(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str], generators: list[torch.Generator],
+                      *, timesteps: Sequence[int], options: dict[str, Any] | None = None,
+                      concepts: torch.Tensor | None = None, concept_layers: Sequence[str] | None = None) -> JointAttentionTracer:
+    """Joint-attention maps (and concept maps) of given images: each is encoded, noised to every
+    timestep in ``timesteps`` by the flow-matching forward process ``(1 - s) x + s noise`` with
+    ``s = t / num_train_timesteps``, and passed once through the transformer with its caption
+    (conditional branch only). The tracer's maps are summed over the timesteps."""
+    if not timesteps:
+        raise ConfigError("image_timesteps is empty: give at least one timestep to noise the image to.")
+    steps_total = int(pipeline.scheduler.config.num_train_timesteps)
+    bad = [t for t in timesteps if not 0 <= int(t) < steps_total]
+    if bad:
+        raise ConfigError(f"image timesteps {bad} lie outside [0, {steps_total}).")
+    latents = encode_images_joint(pipeline, images)
+    context, pooled = encode_prompts(pipeline, list(prompts), latents.device)
+    axis = text_axis(pipeline, prompts)
+    tracer = JointAttentionTracer(pipeline.transformer, columns=axis.columns, layout=BatchLayout.diffusers(cfg=False),
+                                  concepts=concepts, concept_layers=concept_layers, **joint_options(dict(options or {})))
+    with tracer:
+        for timestep in timesteps:
+            noise = torch.stack([torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators])
+            sigma = int(timestep) / steps_total
+            noisy = (1.0 - sigma) * latents + sigma * noise.to(latents)
+            joint_denoiser_call(pipeline, noisy, sigma, context, pooled)
     return tracer
 
 
@@ -174,14 +281,17 @@ def word_heat_maps(token_maps: torch.Tensor, tokenizer: Any, prompt: str, words:
     ``normalize=True``; ``minmax`` rescales each word map to [0, 1].
     """
     token_axis = token_maps.ndim - 3
-    if normalize == "token_sum":
+    if normalize == "token_sum" and isinstance(tokenizer, TextAxis):
+        own = torch.tensor(tokenizer.prompt_positions(prompt), device=token_maps.device)
+        token_maps = token_maps / (token_maps.index_select(token_axis, own).sum(dim=token_axis, keepdim=True) + 1e-6)
+    elif normalize == "token_sum":
         count = len(tokenizer(prompt, add_special_tokens=False, truncation=False)["input_ids"])
         count = min(count, int(tokenizer.model_max_length) - 2, token_maps.shape[token_axis] - 1)
         denominator = token_maps.narrow(token_axis, 1, count).sum(dim=token_axis, keepdim=True) + 1e-6
         token_maps = token_maps / denominator
     result: dict[str, np.ndarray] = {}
     for word in words:
-        positions = word_token_positions(tokenizer, prompt, word, occurrence)
+        positions = mapped_positions(tokenizer, prompt, word, occurrence)
         if positions[-1] >= token_maps.shape[token_axis]:
             raise ConfigError(f"The word {word!r} is at token {positions[-1]}, beyond the {token_maps.shape[token_axis]} "
                               "token positions traced (max_tokens).")
@@ -213,9 +323,10 @@ class DAAM(Method):
             spec["image"] = str(record.meta.get(self.cfg.image_key))
         return spec
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """Overlay figures (image + map per word) into ``<run_dir>/figures/`` (the run's figure hook)."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         return save_overlays(run_dir, records, samples)
 
@@ -230,9 +341,10 @@ class DAAM(Method):
         cfg, settings = self.cfg, self.generation
         pipeline = self.model.pipeline
         words = [words_for(record, cfg) for record in records]
+        mapper = word_mapper(pipeline, [r.prompt for r in records])
         for record, asked in zip(records, words):  # fail on a bad word before any generation
             for word in asked:
-                word_token_positions(pipeline.tokenizer, record.prompt, word, str(cfg.occurrence))
+                mapped_positions(mapper, record.prompt, word, str(cfg.occurrence))
         started = time.perf_counter()
         options = tracer_options(cfg)
         if cfg.source == "image":
@@ -253,18 +365,18 @@ class DAAM(Method):
         layers = tracer.layers_used()
         samples = []
         for index, (record, asked) in enumerate(zip(records, words)):
-            maps = word_heat_maps(token_maps[index], pipeline.tokenizer, record.prompt, asked, str(cfg.occurrence), cfg.normalize)
+            maps = word_heat_maps(token_maps[index], mapper, record.prompt, asked, str(cfg.occurrence), cfg.normalize)
             arrays = {f"heatmap:{word}": heat for word, heat in maps.items()}
             meta: dict[str, Any] = {
                 "words": list(asked),
-                "token_positions": {w: word_token_positions(pipeline.tokenizer, record.prompt, w, str(cfg.occurrence)) for w in asked},
+                "token_positions": {w: mapped_positions(mapper, record.prompt, w, str(cfg.occurrence)) for w in asked},
                 "latent_size": list(tracer.latent_size),
                 "layers": [layer["name"] for layer in layers],
                 "seconds": seconds,
                 "unet_calls": unet_calls,
             }
             if step_maps is not None:
-                per_step = word_heat_maps(step_maps[index], pipeline.tokenizer, record.prompt, asked, str(cfg.occurrence), cfg.normalize)
+                per_step = word_heat_maps(step_maps[index], mapper, record.prompt, asked, str(cfg.occurrence), cfg.normalize)
                 arrays.update({f"heatmap_steps:{word}": heat for word, heat in per_step.items()})
                 meta["step_timesteps"] = list(tracer.steps.timesteps)
             samples.append(Sample(image=images[index], arrays=arrays, meta=meta))

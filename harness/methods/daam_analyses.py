@@ -33,9 +33,10 @@ class DAAMWords(DAAM):
     name = "daam_words"
     version = "1"
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any,
+                     rows: Any = None) -> list[Path]:
         """Overlays (image + map per word) of the first :data:`OVERLAYS` records into ``<run_dir>/figures/``."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         shown = records[:OVERLAYS]
         return save_overlays(run_dir, shown, {r.id: samples[r.id] for r in shown})
@@ -68,7 +69,8 @@ class DAAMSwap(DAAM):
             sample.meta["variants"] = _variants(record)
         return samples
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: Any,
+                     rows: Any = None) -> list[Path]:
         """The adjective-swap grid (original, swapped, change map, controls) into ``<run_dir>/figures/``."""
         from harness.analysis.figures import swap_grid
 

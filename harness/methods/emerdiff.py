@@ -333,7 +333,8 @@ class EmerDiff(Method):
         self.counters["unet_rows"] += counts["rows"]
         return Sample(image=image, arrays=arrays, meta=meta)
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """Called by the runner (``figures=true``): see :func:`save_emerdiff_figures`."""
         return save_emerdiff_figures(run_dir, records, samples)
 

@@ -31,16 +31,17 @@ A new guidance method plugs in by registering one class: subclass :class:`Guided
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from harness.attention import swap_processors
 from harness.attention.explicit import finish, merge_heads, project
+from harness.attention.swap import resolve_unet
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.methods.base import GenerationSettings, Method, to_uint8
@@ -211,16 +212,6 @@ def _block_of(name: str) -> str:
     return parts[0] if parts[0] == "mid_block" else ".".join(parts[:2])
 
 
-@contextlib.contextmanager
-def restored_processors(unet: torch.nn.Module) -> Iterator[None]:
-    """Put the UNet's attention processors back afterwards, even when sampling fails."""
-    original = dict(unet.attn_processors)
-    try:
-        yield
-    finally:
-        unet.set_attn_processor(original)
-
-
 class UNetCallCounter:
     """Counts UNet evaluations per image (batch rows of every forward call / images in the batch)."""
 
@@ -230,7 +221,7 @@ class UNetCallCounter:
         self.forward_calls = 0
 
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        sample = args[0] if args else kwargs.get("sample")
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))  # UNet / SD3-Flux transformer
         self.rows += int(sample.shape[0])
         self.forward_calls += 1
 
@@ -302,7 +293,10 @@ class GuidedSampling(Method):
         self.begin_batch(seeds)
         prompts = [self.prompt_of(r) for r in records]
         negative = [settings.negative_prompt] * len(records) if settings.negative_prompt and self.uses_cfg else None
-        with restored_processors(pipeline.unet), UNetCallCounter(pipeline.unet) as counter:
+        denoiser = resolve_unet(pipeline)
+        # PAG pipelines install their own processors: swap_processors with nothing to install puts
+        # every original back afterwards, even when sampling fails
+        with swap_processors(denoiser, {}), UNetCallCounter(denoiser) as counter:
             started = time.perf_counter()
             output = pipeline(
                 prompt=prompts,
@@ -346,12 +340,15 @@ class PAG(GuidedSampling):
     def __init__(self, method_cfg: Any, model: LoadedModel, generation: GenerationSettings) -> None:
         super().__init__(method_cfg, model, generation)
         self.layers = [str(layer) for layer in method_cfg.pag_applied_layers]
-        if not hasattr(model.pipeline, "unet"):
-            raise ConfigError(f"method={self.name} needs a UNet pipeline; model {model.name!r} has none.")
-        check_layer_patterns(self.layers, model.pipeline.unet)
+        denoiser = resolve_unet(model.pipeline)
+        check_layer_patterns(self.layers, denoiser)
         self.perturbation = str(method_cfg.perturbation)
         if self.perturbation not in PERTURBATIONS:
             raise ConfigError(f"method.perturbation={self.perturbation!r} is unknown; known: {', '.join(PERTURBATIONS)}.")
+        if self.perturbation != "identity" and not hasattr(model.pipeline, "unet"):
+            # the ablation processors follow the UNet's AttnProcessor2_0; the joint (SD3) processors differ
+            raise ConfigError(f"method.perturbation={self.perturbation!r} is written for UNet self-attention; on "
+                              f"{type(model.pipeline).__name__} only perturbation=identity (diffusers' own PAG) runs.")
         self.processors: tuple[PerturbedSelfAttnProcessor, PerturbedSelfAttnProcessor] | None = None
 
     def pipeline_for(self) -> Any:
@@ -391,4 +388,4 @@ class CFGPAG(PAG):
 
 
 __all__ = ["CFG", "CFGPAG", "PAG", "PERTURBATIONS", "GuidedSampling", "PerturbedSelfAttnProcessor", "Plain",
-           "UNetCallCounter", "check_layer_patterns", "restored_processors", "self_attention_layers"]
+           "UNetCallCounter", "check_layer_patterns", "self_attention_layers"]

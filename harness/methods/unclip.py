@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.attention import prompt_words, swap_processors, word_token_positions
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.methods.base import Method
@@ -121,7 +122,8 @@ class UnclipVariations(_UnclipMethod):
                                                    "variation_embeds": embeds, "input_embed": embedding.numpy()},
                       meta={"kind": "unclip_variations"})
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """``figures/variations_<id>.png``: the input, then its variations."""
         return _save_strips(run_dir, records, samples, "variations", "input", lambda s: [f"var {k}" for k in range(len(s.arrays["variations"]))])
 
@@ -143,7 +145,8 @@ class UnclipInterpolation(_UnclipMethod):
                                                "thetas": thetas, "endpoints": np.stack([first, second])},
                       meta={"kind": "unclip_interpolation"})
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """``figures/frames_<id>.png``: the interpolation strip."""
         return _save_strips(run_dir, records, samples, "frames", None, lambda s: [f"{t:.2f}" for t in s.arrays["thetas"]])
 
@@ -176,40 +179,11 @@ class UnclipTextdiff(_UnclipMethod):
                                                "step_sizes": np.asarray(steps)},
                       meta={"kind": "unclip_textdiff", "caption_from": caption_from, "caption_to": caption_to})
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
-        """``figures/edits_<id>.png`` strips and ``figures/textdiff_clip_score.png`` (CLIP score vs step size)."""
-        written = _save_strips(run_dir, records, samples, "edits", "input",
-                               lambda s: [f"step {t:.2f}" for t in s.arrays["step_sizes"]])
-        scores = [textdiff_scores(samples[r.id]) for r in records if r.id in samples]
-        if scores:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-
-            steps = samples[records[0].id].arrays["step_sizes"]
-            values = np.asarray(scores)
-            figure, axis = plt.subplots(figsize=(4, 3))
-            axis.plot(steps, values.T, color="0.8", linewidth=0.8)
-            axis.plot(steps, values.mean(0), marker="o", color="C0", label=f"mean of {len(values)}")
-            axis.set_xlabel("step size (slerp fraction towards the text diff)")
-            axis.set_ylabel("CLIP score to target caption")
-            axis.legend(fontsize=7)
-            figure.tight_layout()
-            path = Path(run_dir) / "figures" / "textdiff_clip_score.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(path, dpi=120)
-            plt.close(figure)
-            written.append(path)
-        return written
-
-
-def textdiff_scores(sample: Sample) -> np.ndarray:
-    """Cosine of each edit's image embedding with the target caption's text embedding."""
-    edits = np.asarray(sample.arrays["edit_embeds"], dtype=float)
-    target = np.asarray(sample.arrays["target_text_embed"], dtype=float)
-    edits = edits / np.linalg.norm(edits, axis=1, keepdims=True)
-    return edits @ (target / np.linalg.norm(target))
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
+        """``figures/edits_<id>.png`` strips (the metric ``unclip_textdiff`` plots its CLIP scores)."""
+        return _save_strips(run_dir, records, samples, "edits", "input",
+                            lambda s: [f"step {t:.2f}" for t in s.arrays["step_sizes"]])
 
 
 def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample], key: str,
@@ -219,7 +193,7 @@ def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from harness.methods.daam_figures import _file_name
+    from harness.heatmaps import figure_file_name
 
     folder = Path(run_dir) / "figures"
     written = []
@@ -235,7 +209,7 @@ def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict
             axis.axis("off")
         figure.suptitle(record.prompt, fontsize=7)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{key}_{_file_name(str(record.id))}.png"
+        path = folder / f"{key}_{figure_file_name(str(record.id))}.png"
         figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
@@ -245,17 +219,23 @@ def _save_strips(run_dir: str | Path, records: list[PromptRecord], samples: dict
 # ----------------------------------------------------------------------------- DAAM through Karlo's decoder
 
 
-def _word_positions(tokenizer: Any, caption: str, words: list[str]) -> dict[str, list[int]]:
-    """word -> token positions of its first occurrence in the tokenised caption (BOS at 0)."""
-    ids = tokenizer(caption, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
-    out = {}
-    for word in words:
-        piece = tokenizer(word, add_special_tokens=False).input_ids
-        for start in range(1, len(ids) - len(piece) + 1):
-            if piece and ids[start:start + len(piece)] == piece:
-                out[word] = list(range(start, start + len(piece)))
-                break
-    return out
+def word_positions(tokenizer: Any, caption: str, words: list[str]) -> dict[str, list[int]]:
+    """word -> its caption token positions (BOS at 0), first occurrence, by the harness's one
+    word-to-token mapper (:func:`harness.attention.word_token_positions`): a word that is not in
+    the caption is a ConfigError naming the caption's words, never silently dropped."""
+    return {word: word_token_positions(tokenizer, caption, word, occurrence="first") for word in words}
+
+
+def caption_conditioning(pipeline: Any, caption: str, guided: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prompt embeds, text hidden states, token mask) of ``caption`` for Karlo's decoder, encoded as
+    ``UnCLIPPipeline`` encodes a prompt (the unconditional "" first when ``guided``), from the
+    pipeline's public tokenizer and text encoder."""
+    texts = ["", caption] if guided else [caption]
+    tokens = pipeline.tokenizer(texts, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+    device = pipeline.text_encoder.device
+    output = pipeline.text_encoder(tokens.input_ids.to(device))
+    return output.text_embeds, output.last_hidden_state, tokens.attention_mask.bool().to(device)
 
 
 class _DecoderTracer:
@@ -317,19 +297,32 @@ def karlo_decode_with_caption(model: Any, embedding: torch.Tensor, caption: str,
     pipeline = model.pipeline
     if model.kind != "karlo":
         raise ConfigError(f"model={model.name} has no Karlo decoder; DAAM through the unCLIP decoder needs model=karlo.")
-    original_encode = pipeline._encode_prompt
-    pipeline._encode_prompt = lambda prompt, *rest: original_encode([caption] * len(prompt), *rest)
+    # The variation pipeline conditions its decoder on an empty prompt and has no argument for
+    # another: public torch forward pre-hooks on its text_proj and decoder components swap in the
+    # caption's encoding and token mask (nothing private of the pipeline is touched).
+    prompt_embeds, hidden_states, text_mask = caption_conditioning(pipeline, caption, guidance_scale > 1.0)
+    decoder_mask = F.pad(text_mask, (int(pipeline.text_proj.clip_extra_context_tokens), 0), value=True)
+
+    def with_caption(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "prompt_embeds": prompt_embeds.to(kwargs["prompt_embeds"].dtype),
+                      "text_encoder_hidden_states": hidden_states.to(kwargs["text_encoder_hidden_states"].dtype)}
+
+    def with_caption_mask(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "attention_mask": decoder_mask}
+
     maps: dict[str, list[torch.Tensor]] = {}
-    originals = dict(pipeline.decoder.attn_processors)
+    tracer = None
+    if words:
+        positions = word_positions(pipeline.tokenizer, caption, words)
+        tracer = _DecoderTracer(maps, int(pipeline.text_proj.clip_extra_context_tokens), positions)
+    hooks = [pipeline.text_proj.register_forward_pre_hook(with_caption, with_kwargs=True),
+             pipeline.decoder.register_forward_pre_hook(with_caption_mask, with_kwargs=True)]
     try:
-        if words:
-            positions = _word_positions(pipeline.tokenizer, caption, words)
-            tracer = _DecoderTracer(maps, int(pipeline.text_proj.clip_extra_context_tokens), positions)
-            pipeline.decoder.set_attn_processor({name: tracer for name in originals})
-        image = model.decode(embedding, generator, steps, guidance_scale)
+        with swap_processors(pipeline.decoder, (lambda name, current: tracer) if tracer else {}):
+            image = model.decode(embedding, generator, steps, guidance_scale)
     finally:
-        pipeline._encode_prompt = original_encode
-        pipeline.decoder.set_attn_processor(originals)
+        for hook in hooks:
+            hook.remove()
     size = int(pipeline.decoder.config.sample_size)
     heat = {}
     for word, layer_maps in maps.items():
@@ -354,15 +347,16 @@ class UnclipDAAM(_UnclipMethod):
 
     def run_one(self, record: PromptRecord, seed: int) -> Sample:
         embedding = self._embed([self._image(record)])[0]
-        words = list(dict.fromkeys(record.prompt.lower().split()))
+        words = list(dict.fromkeys(prompt_words(record.prompt)))
         image, heat = karlo_decode_with_caption(self.model, embedding, record.prompt,
                                                 torch.Generator(device="cpu").manual_seed(seed),
                                                 self.generation.steps, self.generation.guidance_scale, words)
         return Sample(image=image, arrays={f"heatmap:{w}": m for w, m in heat.items()},
                       meta={"words": [w for w in words if w in heat], "kind": "unclip_daam"})
 
-    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample]) -> list[Path]:
+    def save_figures(self, run_dir: str | Path, records: list[PromptRecord], samples: dict[str, Sample],
+                     rows: Any = None) -> list[Path]:
         """DAAM overlays (``figures/<id>.png``), as ``method=daam`` draws them."""
-        from harness.methods.daam_figures import save_overlays
+        from harness.heatmaps import save_overlays
 
         return save_overlays(run_dir, records, samples)

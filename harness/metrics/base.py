@@ -1,34 +1,35 @@
 """The metric interface (detectron2-style evaluators: reset / process / compute).
 
-A metric that cannot run (its model or weights are missing) raises a :class:`HarnessError` from
-:meth:`Metric.check_available`, which :func:`build_metrics` calls before any sample is
-generated, so the run stops at once with that message. Unless the metric's config entry says
-``optional: true``: then it is replaced by a :class:`SkippedMetric`, whose aggregate row has an
-empty value (NaN) and the reason in ``skipped_reason``; nothing is left out silently.
+Lifecycle, as the runner drives it:
+
+1. :func:`build_metrics` builds each ``metric:`` entry **once per run** (through the registry's
+   one builder, :meth:`harness.registry.Registry.build`) and calls :meth:`Metric.check_available`,
+   before any sample is generated, so a missing model or weight file stops the run at once.
+   Unless the entry says ``optional: true``: then a :class:`SkippedMetric` takes its place, whose
+   aggregate row has an empty value (NaN) and the reason in ``skipped_reason``.
+2. The method and every baseline get their own accumulator with :meth:`Metric.fresh`: a copy with
+   empty state that shares whatever the metric loaded (CLIP, a judge, reference features), so a
+   model is loaded once per run however many baselines are scored.
+3. ``reset`` / ``process`` per sample / ``compute``; the runner reads :meth:`Metric.results`
+   (``compute`` with each row naming its config entry in ``metric_entry``).
+4. Figures: one hook, :meth:`Metric.save_figures` (run folder, rows, records, samples), called
+   once after the rows are written when ``figures=true``.
 """
 
 from __future__ import annotations
 
-import inspect
+import copy
 import logging
-import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.data.prompts import PromptRecord
-from harness.errors import ConfigError, HarnessError
+from harness.errors import HarnessError
 from harness.registry import METRICS
-from harness.store.rows import MetricResult
+from harness.store.rows import ENTRY_COLUMN, MetricResult, skipped_result
 from harness.store.samples import Sample
 
 log = logging.getLogger(__name__)
-
-#: Keys of a metric's or baseline's config entry that the runner reads (not passed to the class).
-OPTIONAL_KEY = "optional"
-#: The rows column that says why an optional metric or baseline produced no value.
-SKIPPED_COLUMN = "skipped_reason"
-#: The rows column naming the ``metric:`` entry an aggregate row came from (a metric may write
-#: rows under other names, e.g. ``bias.<attribute>.skew``).
-ENTRY_COLUMN = "metric_entry"
 
 
 class Metric:
@@ -71,6 +72,27 @@ class Metric:
     def compute(self) -> list[MetricResult]:
         raise NotImplementedError
 
+    def results(self) -> list[MetricResult]:
+        """:meth:`compute`, each row naming this metric's config entry (``metric_entry``): what the runner reads."""
+        results = self.compute()
+        for result in results:
+            result.extra.setdefault(ENTRY_COLUMN, self.entry or self.name)
+        return results
+
+    def fresh(self) -> Metric:
+        """A copy with its own empty state that shares everything this metric loaded (models,
+        judges, reference statistics): one built metric scores the method and each baseline.
+        ``reset`` must (re)bind every piece of per-run state, as every metric's does."""
+        clone = copy.copy(self)
+        clone.reset()
+        return clone
+
+    def save_figures(self, run_dir: Path, rows: Any, records: list[PromptRecord], samples: Any) -> list[Path]:
+        """The one figure hook: draw this metric's figures into ``run_dir`` from its ``rows`` (a data
+        frame of the run's rows) and the run's ``records``/``samples`` (read lazily from the store).
+        Called once per run with ``figures=true``, after the rows are written. Default: none."""
+        return []
+
 
 class SkippedMetric(Metric):
     """Stands in for an optional metric that cannot run: one NaN aggregate row with the reason."""
@@ -90,71 +112,20 @@ class SkippedMetric(Metric):
         return [skipped_result(self.name, self.reason, self.kind)]
 
 
-def skipped_result(metric: str, reason: str, kind: str = "quality") -> MetricResult:
-    """The aggregate row of something that was skipped: value NaN, n 0, the reason beside it."""
-    return MetricResult(metric, math.nan, 0, kind=kind, definition=f"skipped: {reason}",
-                        extra={SKIPPED_COLUMN: reason})
-
-
-def split_options(kind: str, name: str, options: Any) -> tuple[dict[str, Any], bool]:
-    """(the class's options, whether the entry is optional) of one ``metric:``/``baseline:`` entry."""
-    options = dict(options or {})
-    optional = options.pop(OPTIONAL_KEY, False)
-    if not isinstance(optional, bool):
-        raise ConfigError(f"{kind}.{name}.{OPTIONAL_KEY} must be true or false, got {optional!r}.")
-    return options, optional
-
-
-def check_options(kind: str, name: str, target: Any, options: dict[str, Any], *leading: Any) -> None:
-    """A ConfigError listing the accepted options when ``target(*leading, **options)`` would not bind."""
-    try:
-        inspect.signature(target).bind(*leading, **options)
-    except TypeError:
-        accepted = [p for p in inspect.signature(target).parameters
-                    if p not in ("self", "model", "args", "kwargs", "options")]
-        raise ConfigError(f"{kind}.{name} got options {sorted(options)}; it accepts "
-                          f"{accepted or 'none'} (and {OPTIONAL_KEY}: true|false).") from None
-
-
-def _tag_results(metric: Metric, entry: str) -> None:
-    """Make ``metric.compute()`` name ``entry`` in each result's ``metric_entry`` column."""
-    compute = metric.compute
-
-    def tagged() -> list[MetricResult]:
-        results = compute()
-        for result in results:
-            result.extra.setdefault(ENTRY_COLUMN, entry)
-        return results
-
-    metric.compute = tagged  # type: ignore[method-assign]
-
-
 def build_metrics(metric_cfg: dict[str, Any] | None) -> list[Metric]:
-    """Instantiate the metrics of ``metric:`` (name -> options or null), checking options and availability.
-
-    A metric that cannot run raises its HarnessError here, unless its entry has ``optional: true``;
-    then a :class:`SkippedMetric` takes its place (logged, and visible in the rows).
-    """
+    """Build every ``metric:`` entry (name -> options or null) once, checking its options and
+    availability (see the module docstring); an optional entry that cannot run becomes a
+    :class:`SkippedMetric`."""
     metrics: list[Metric] = []
     for name, entry in (metric_cfg or {}).items():
-        metric_class = METRICS.get(name)
-        options, optional = split_options("metric", name, entry)
-        check_options("metric", name, metric_class, options)
-        try:
-            metric = metric_class(**options)
-            metric.check_available()
-        except ConfigError:
-            raise  # a wrong option is a mistake to fix, optional or not
-        except HarnessError as error:
-            if not optional:
-                raise
-            reason = str(error)
-            log.warning("metric %s skipped (optional): %s", name, reason)
-            metric = SkippedMetric(getattr(metric_class, "name", "") or name, reason,
+        built = METRICS.build(name, entry, check=lambda metric: metric.check_available())
+        metric = built.instance
+        if metric is None:
+            metric_class = METRICS.get(name)
+            metric = SkippedMetric(getattr(metric_class, "name", "") or name, built.skipped_reason or "",
                                    getattr(metric_class, "kind", "quality"))
-        metric.optional = optional
+        metric.optional = built.optional
         metric.entry = name
         metric.reset()
-        _tag_results(metric, name)
         metrics.append(metric)
     return metrics

@@ -110,25 +110,31 @@ from harness.metrics.base import Metric  # noqa: E402
 from harness.store.rows import MetricResult  # noqa: E402
 from harness.store.samples import Sample  # noqa: E402
 
+JUDGES = {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
+          "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"}
+
 
 def build_attribute_reader(reader: Any, options: dict[str, Any] | None = None) -> Any:
     """``toy`` (exact toy reader), ``vqa`` (a VQA model, local weights) or ``module:Class``."""
     from harness.registry import build_plugin
 
-    return build_plugin(reader, {"toy": "harness.dalleval.bias_toy:ToyAttributeReader",
-                                 "vqa": "harness.dalleval.vqa_judge:VQAAttributeReader"},
-                        "metric.bias_skew.reader", options)
+    return build_plugin(reader, JUDGES, "metric.bias_skew.judge", options, shared=True)
+
+
+#: The interval of the model's measures (harness.stats.bias_corrected_bootstrap_ci).
+INTERVAL = ("95% bias-corrected bootstrap over images (percentiles shifted by the resamples' mean minus the "
+            "estimate; contains the estimate)")
 
 
 class BiasSkew(Metric):
     """``bias_skew``: per attribute, how far the generated distribution is from uniform.
 
-    Records carry ``meta["bias"] = {"objects": [noun, ...], "attributes": [name, ...]}``. The reader
-    reads each object's attributes (one label or None per attribute). A *group* is one (prompt,
+    Records carry ``meta["bias"] = {"objects": [noun, ...], "attributes": [name, ...]}``. The judge
+    (option ``judge``: ``toy``, ``vqa`` or ``module:Class``, with ``judge_options``) reads each object's attributes (one label or None per attribute). A *group* is one (prompt,
     object position) for object attributes, one prompt for ``background``; each measure
     (:data:`MEASURES`) is computed per group on the detected labels and averaged over groups.
 
-    Rows: ``bias.<attribute>.<measure>`` (percentile bootstrap over images), with
+    Rows: ``bias.<attribute>.<measure>`` (bias-corrected bootstrap over images, :data:`INTERVAL`), with
     ``reference="toy_train"`` also ``.train`` (the same groups under the training distribution,
     :func:`harness.dalleval.bias_toy.training_distribution`), ``.train_at_n`` (the expected measure
     of a generator that copies the training distribution, with the model's detected count per group:
@@ -144,7 +150,7 @@ class BiasSkew(Metric):
 
     name = "bias_skew"
 
-    def __init__(self, reader: Any = "toy", reader_options: dict[str, Any] | None = None,
+    def __init__(self, judge: Any = "toy", judge_options: dict[str, Any] | None = None,
                  measures: list[str] | None = None, reference: str | None = None, reference_scenes: int = 20000,
                  resamples: int = 1000, per_noun: bool = True, estimate: bool | None = None) -> None:
         self.measures = list(measures or MEASURES)
@@ -153,14 +159,16 @@ class BiasSkew(Metric):
             raise ConfigError(f"metric.bias_skew.measures: unknown {unknown}; known: {', '.join(MEASURES)}")
         if reference not in (None, "toy_train"):
             raise ConfigError(f"metric.bias_skew.reference={reference!r}: use null or toy_train.")
-        self.reader_name, self.reader_options = reader, dict(reader_options or {})
+        self.reader_name, self.reader_options = judge, dict(judge_options or {})
         self.reference, self.reference_scenes = reference, int(reference_scenes)
         self.resamples, self.per_noun = int(resamples), bool(per_noun)
-        self.estimate = (not isinstance(reader, str) or reader != "toy") if estimate is None else bool(estimate)
+        self.estimate = (not isinstance(judge, str) or judge != "toy") if estimate is None else bool(estimate)
 
     def check_available(self) -> None:
-        """Build the reader now: missing judge weights stop the run before it generates."""
-        _ = self.reader
+        """Find the judge's files now, without loading them: missing weights stop the run before it generates."""
+        from harness.registry import check_plugin
+
+        check_plugin(self.reader_name, JUDGES, "metric.bias_skew.judge", self.reader_options)
 
     @cached_property
     def reader(self) -> Any:
@@ -216,9 +224,11 @@ class BiasSkew(Metric):
         return image_ids, gids, value
 
     def _interval(self, value_fn: Any) -> tuple[float | None, float | None]:
-        from harness.metrics.stats import bootstrap_ci
+        """The plug-in measures are biased upwards at small n: a bias-corrected bootstrap interval,
+        which contains the estimate (a plain percentile interval often lies wholly above it)."""
+        from harness.stats import bias_corrected_bootstrap_ci
 
-        return bootstrap_ci(self.images, value_fn, resamples=self.resamples)
+        return bias_corrected_bootstrap_ci(self.images, value_fn, resamples=self.resamples, bounds=(0.0, 1.0))
 
     def _reference(self, attribute: str, measure: str, keep: list[int], draws: int = 2000,
                    ) -> tuple[float, float, float, float]:
@@ -261,7 +271,7 @@ class BiasSkew(Metric):
                 low, high = self._interval(value)
                 base = f"{DEFINITIONS[measure]}; per (prompt, object) group over detected images, mean over groups"
                 results.append(MetricResult(f"bias.{attribute}.{measure}", model, detected, low, high,
-                                            definition=f"{base}; 95% percentile bootstrap over images.{note}"))
+                                            definition=f"{base}; {INTERVAL}.{note}"))
                 if self.reference == "toy_train":
                     train, train_at_n, null_low, null_high = self._reference(attribute, measure, keep)
                     results.append(MetricResult(
@@ -285,7 +295,8 @@ class BiasSkew(Metric):
                     low_n, high_n = self._interval(value_noun)
                     n_noun = sum(self.entries[k][5] is not None for k in sub)
                     results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}]", value_noun(everything), n_noun,
-                                                low_n, high_n, definition=f"{base}, groups of '{noun}' only.{note}"))
+                                                low_n, high_n,
+                                                definition=f"{base}, groups of '{noun}' only; {INTERVAL}.{note}"))
                     if self.reference == "toy_train":
                         _, at_n, at_low, at_high = self._reference(attribute, measure, sub)
                         results.append(MetricResult(f"bias.{attribute}.{measure}[{noun}].train_at_n", at_n, n_noun,
@@ -298,7 +309,7 @@ class BiasSkew(Metric):
             results.insert(0, MetricResult(self.name, float(np.mean(headline)), len(headline), definition=(
                 "DALL-EVAL's MAD (per prompt group, mean over groups), averaged over the attributes read "
                 f"({len(headline)}); read the per-attribute rows.{note}")))
-        for result in results:  # an empty cell says why (harness.metrics.base.SKIPPED_COLUMN)
+        for result in results:  # an empty cell says why (harness.store.rows.SKIPPED_REASON_COLUMN)
             if not math.isfinite(result.value):
                 result.extra.setdefault("skipped_reason", "no (prompt, object) group has a detected attribute "
                                                           "(or a reference) to measure")

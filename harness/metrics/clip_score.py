@@ -19,28 +19,53 @@ from harness.data.prompts import PromptRecord
 from harness.errors import MissingWeightsError
 from harness.metrics.base import Metric
 from harness.metrics.features import images_to_tensor
-from harness.metrics.stats import mean_ci
+from harness.stats import mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
 
+def locate_clip(model_path: str | None, model_id: str) -> str:
+    """Where CLIP's files are, found without loading them: ``model_path`` (a folder with
+    ``config.json``) or ``model_id`` in the offline Hugging Face cache; MissingWeightsError otherwise."""
+    tried = []
+    if model_path:
+        folder = Path(model_path).expanduser()
+        if (folder / "config.json").is_file():
+            return str(folder)
+        tried.append(f"{folder} (no config.json)")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            return model_id
+    except ValueError:  # not a hub id (e.g. a folder that does not exist)
+        pass
+    tried.append(f"the Hugging Face cache for {model_id}")
+    raise _missing_clip(tried, model_id)
+
+
 def load_clip(model_path: str | None, model_id: str) -> tuple[Any, Any]:
-    """CLIP model and processor from a local folder or the offline cache; MissingWeightsError otherwise."""
+    """CLIP model and processor from a local folder or the offline cache, loaded once per process
+    and shared (the metric's copies for the method and each baseline, and later runs, reuse it)."""
+    from harness.registry import load_once
+
+    source = locate_clip(model_path, model_id)
+    return load_once(("clip", source), lambda: _load_clip_files(source, model_id))
+
+
+def _load_clip_files(source: str, model_id: str) -> tuple[Any, Any]:
     from transformers import CLIPModel, CLIPProcessor
 
-    tried = []
-    sources = []
-    if model_path:
-        sources.append(str(Path(model_path).expanduser()))
-    sources.append(model_id)
-    for source in sources:
-        try:
-            model = CLIPModel.from_pretrained(source, local_files_only=True).eval()
-            processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
-            return model, processor
-        except (OSError, ValueError) as error:
-            tried.append(f"{source} ({type(error).__name__})")
-    raise MissingWeightsError(
+    try:
+        model = CLIPModel.from_pretrained(source, local_files_only=True).eval()
+        processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise _missing_clip([f"{source} ({type(error).__name__}: {error})"], model_id) from None
+    return model, processor
+
+
+def _missing_clip(tried: list[str], model_id: str) -> MissingWeightsError:
+    return MissingWeightsError(
         f"CLIP weights for clip_score were not found. Looked in: {'; '.join(tried)} (local files only). Provide "
         f"them with metric.clip_score.model_path=<folder written by CLIPModel/CLIPProcessor.save_pretrained>, or "
         f"copy the Hugging Face cache of {model_id} here (or mark the metric optional: metric.clip_score.optional=true)."
@@ -92,7 +117,8 @@ class CLIPScore(Metric):
         return TorchmetricsCLIPScore(model_name_or_path=lambda: (wrapped, processor))
 
     def check_available(self) -> None:
-        self.metric  # noqa: B018  (loads CLIP, or raises MissingWeightsError naming where it looked)
+        """Find CLIP's files without loading them (MissingWeightsError naming where it looked)."""
+        locate_clip(self.model_path, self.model_id)
 
     def reset(self) -> None:
         self.values: list[float] = []

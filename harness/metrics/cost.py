@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from harness.data.prompts import PromptRecord
 from harness.metrics.base import Metric
-from harness.metrics.stats import mean_ci
+from harness.stats import mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -31,7 +33,7 @@ class SecondsPerImage(Metric):
     def compute(self) -> list[MetricResult]:
         results = []
         if self.values:
-            mean, low, high = mean_ci(self.values)
+            mean, low, high = mean_ci(self.values, bounds=(0.0, math.inf))  # a time is never negative
             results.append(MetricResult(self.name, mean, len(self.values), low, high, kind="cost", definition=self.definition))
         if self.unet_calls:
             mean, _, _ = mean_ci(self.unet_calls)

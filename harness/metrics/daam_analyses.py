@@ -4,12 +4,12 @@
   tagged by spaCy (universal POS). A word that denotes something visible and has a ground-truth
   mask in the image is scored with DAAM's IoU (heat map bilinear to the mask size, min-max
   normalised, ``> threshold``); a word with no visible referent gets the share of its map's mass
-  outside every object instead. Per tag: ``daam_pos.miou`` (95% t-CI), ``daam_pos.no_referent``
+  outside every object instead. Per tag: ``daam_pos.miou`` (95% cluster bootstrap over images), ``daam_pos.no_referent``
   (share of the tag's words with no visible referent, Wilson interval) and ``daam_pos.mass_outside``.
 - ``daam_syntax``: visuosyntactic analysis. For every head-dependent pair of the spaCy parse
   (labels mapped to CoreNLP's, :mod:`harness.analysis.language`), both maps are binarised at
   ``threshold`` (0.15 on raw maps, the reference notebook's value) and IoU, IoD = |H∩D|/|D|, IoH =
-  |H∩D|/|H| computed; per relation the means with 95% t-CIs, ``n`` = the relation's count. Where
+  |H∩D|/|H| computed; per relation the means with 95% cluster-bootstrap intervals over images, ``n`` = the relation's count. Where
   the ground truth masks both words, the same statistics of the masks (the ceiling) are given too.
 - ``cohyponym_entanglement``: generation accuracy (both objects of "a X and a Y" present) for
   cohyponym and non-cohyponym pairs (Wilson intervals), their difference (bootstrap CI over
@@ -36,9 +36,10 @@ from harness.analysis.measures import mass_outside, region_change, set_statistic
 from harness.data.ground_truth import lookup, resolve_ground_truth
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, MissingWeightsError
+from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask, normalize_minmax, sample_heat_maps, upsample
 from harness.metrics.base import Metric
-from harness.metrics.miou import heat_maps_of, mask_iou, normalise_min_max, upsample_bilinear
-from harness.metrics.stats import bootstrap_ci, mean_ci, proportion_ci
+from harness.overlap import mask_iou
+from harness.stats import bootstrap_ci, grouped_mean_ci, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -49,13 +50,8 @@ VISIBLE_RULES = ("toy", "annotated")
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float | None, float | None]:
-    """95% Wilson score interval of a proportion (:func:`harness.metrics.stats.proportion_ci`)."""
+    """95% Wilson score interval of a proportion (:func:`harness.stats.proportion_ci`)."""
     return proportion_ci(int(successes), int(total), method="wilson")
-
-
-def daam_mask(heat_map: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
-    """DAAM's mask of a word map at ``size``: bilinear upsampling, min-max normalisation, ``> threshold``."""
-    return normalise_min_max(upsample_bilinear(heat_map, size)) > threshold
 
 
 def toy_denotes(word: str) -> bool:
@@ -83,10 +79,42 @@ def objects_mask(record: PromptRecord, truth: dict[str, np.ndarray]) -> np.ndarr
 
 def _t_result(name: str, values: list[float], definition: str, item: str | None = None,
               bounds: tuple[float, float] | None = (0.0, 1.0)) -> MetricResult:
-    """Mean with a 95% Student-t interval, clipped into ``bounds`` (the figure's range)."""
-    mean, low, high = mean_ci(values, bounds=bounds)
+    """Mean with a 95% interval, clipped into ``bounds`` (the figure's range): a cluster bootstrap
+    over images when ``values`` are :class:`PerImage` (items of one image are correlated), else a
+    Student-t interval (one value per image)."""
+    if isinstance(values, PerImage):
+        mean, low, high = grouped_mean_ci(values, values.images, bounds=bounds)
+        definition = definition.replace("95% t-CI", CLUSTER_CI)
+        if CLUSTER_CI not in definition:
+            definition = f"{definition}; {CLUSTER_CI}"
+    else:
+        mean, low, high = mean_ci(values, bounds=bounds)
     return MetricResult(name, mean, len(values), low, high, definition=definition,
                         extra={"item": item} if item is not None else {})
+
+
+#: How the per-(image, word) figures' interval is named in their definitions.
+CLUSTER_CI = "95% percentile cluster bootstrap over images (1000 resamples, seed 0)"
+
+
+class PerImage(list):
+    """Values of (image, item) pairs, each with its image, so the interval resamples images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+
+    def add(self, value: float, image: str) -> None:
+        self.append(value)
+        self.images.append(image)
+
+    @classmethod
+    def union(cls, parts: Any) -> PerImage:
+        joined = cls()
+        for part in parts:
+            joined.extend(part)
+            joined.images.extend(part.images)
+        return joined
 
 
 # ----------------------------------------------------------------------------------- daam_pos
@@ -97,7 +125,7 @@ class DaamPOS(Metric):
 
     name = "daam_pos"
 
-    def __init__(self, threshold: float = 0.4, ground_truth: Any = None, visible: str = "annotated",
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, ground_truth: Any = None, visible: str = "annotated",
                  rating_task: dict[str, Any] | None = None) -> None:
         if not 0.0 <= float(threshold) < 1.0:
             raise ConfigError(f"metric.daam_pos.threshold must be in [0, 1), got {threshold}.")
@@ -110,9 +138,9 @@ class DaamPOS(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self.ious: dict[str, list[float]] = defaultdict(list)
-        self.outside: dict[str, list[float]] = defaultdict(list)
-        self.area_outside: dict[str, list[float]] = defaultdict(list)
+        self.ious: dict[str, PerImage] = defaultdict(PerImage)
+        self.outside: dict[str, PerImage] = defaultdict(PerImage)
+        self.area_outside: dict[str, PerImage] = defaultdict(PerImage)
         self.words: dict[str, int] = defaultdict(int)
         self.no_referent: dict[str, int] = defaultdict(int)
         self.absent: dict[str, int] = defaultdict(int)
@@ -124,7 +152,7 @@ class DaamPOS(Metric):
         from harness.analysis.language import tag_words
 
         truth = self.ground_truth.masks(record, sample)
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         objects = objects_mask(record, truth)
         rows = []
         seen: set[str] = set()
@@ -137,23 +165,23 @@ class DaamPOS(Metric):
             if not self.denotes(word, truth):
                 self.no_referent[pos] += 1
                 if objects is not None:
-                    share = mass_outside(upsample_bilinear(maps[word], objects.shape), objects)
+                    share = mass_outside(upsample(maps[word], objects.shape), objects)
                     if not math.isnan(share):
-                        self.outside[pos].append(share)
-                        self.area_outside[pos].append(float((~objects).mean()))
+                        self.outside[pos].add(share, record.id)
+                        self.area_outside[pos].add(float((~objects).mean()), record.id)
                         rows.append({"metric": f"{self.name}.mass_outside", "value": share, "item": pos})
                 continue
             gt = lookup(truth, word)
             if gt is None:  # denotes something, but it is not in this image
                 self.absent[pos] += 1
                 continue
-            value = mask_iou(daam_mask(maps[word], gt.shape, self.threshold), gt)
-            self.ious[pos].append(value)
+            value = mask_iou(heatmap_to_mask(maps[word], gt.shape, self.threshold), gt)
+            self.ious[pos].add(value, record.id)
             rows.append({"metric": f"{self.name}.iou", "value": value, "item": pos})
         return rows
 
     def compute(self) -> list[MetricResult]:
-        all_ious = [v for values in self.ious.values() for v in values]
+        all_ious = PerImage.union(self.ious.values())
         results = [_t_result(self.name, all_ious, f"{self._iou_definition()}; every tag")] if all_ious else []
         for pos in sorted(self.words, key=lambda p: -self.words[p]):
             if self.ious.get(pos):
@@ -187,17 +215,15 @@ class DaamPOS(Metric):
                 f"present) pairs of IoU(heat map bilinear to GT size, min-max normalised, > {self.threshold:g}; GT "
                 "mask); 95% t-CI")
 
-    @classmethod
-    def save_figures(cls, run_dir: Path, rows: Any, records: list[PromptRecord], samples: dict[str, Sample],
-                     options: dict[str, Any]) -> list[Path]:
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """The mIoU-per-tag bar chart, and with ``rating_task`` the human-rating task of sampled pairs."""
         from harness.analysis.figures import pos_bar_chart
         from harness.analysis.rating import export_rating_task
 
-        paths = [pos_bar_chart(rows, Path(run_dir) / "figures" / "pos_miou.png")]
-        task = (options or {}).get("rating_task")
-        if task:
-            paths.append(export_rating_task(Path(run_dir) / "rating_task", records, samples, **dict(task)))
-        return paths
+        paths = [pos_bar_chart(rows, Path(run_dir) / "figures" / "pos_miou.png")] if rows is not None else []
+        if self.rating_task:
+            paths.append(export_rating_task(Path(run_dir) / "rating_task", records, samples, **self.rating_task))
+        return [path for path in paths if path]
 
 
 # -------------------------------------------------------------------------------- daam_syntax
@@ -219,18 +245,18 @@ class DaamSyntax(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self.stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        self.ceiling: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.stats: dict[str, dict[str, PerImage]] = defaultdict(lambda: defaultdict(PerImage))
+        self.ceiling: dict[str, dict[str, PerImage]] = defaultdict(lambda: defaultdict(PerImage))
         self.skipped = 0
 
     def binarise(self, heat_map: np.ndarray) -> np.ndarray:
         heat = np.asarray(heat_map, dtype=np.float64)
-        return (normalise_min_max(heat) if self.scale == "minmax" else heat) > self.threshold
+        return (normalize_minmax(heat) if self.scale == "minmax" else heat) > self.threshold
 
     def process(self, record: PromptRecord, sample: Sample) -> list[dict[str, Any]]:
         from harness.analysis.language import dependency_pairs
 
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         truth = self.ground_truth.masks(record, sample) if self.ground_truth is not None else {}
         rows = []
         for pair in dependency_pairs(record.prompt, _parse(record.prompt)):
@@ -240,20 +266,20 @@ class DaamSyntax(Metric):
             stats = set_statistics(self.binarise(maps[pair.head]), self.binarise(maps[pair.dependent]))
             for key in ("iou", "iod", "ioh"):
                 value = getattr(stats, key)
-                self.stats[pair.relation][key].append(value)
+                self.stats[pair.relation][key].add(value, record.id)
                 rows.append({"metric": f"{self.name}.{key}", "value": value, "item": pair.relation})
             head_gt, dependent_gt = lookup(truth, pair.head), lookup(truth, pair.dependent)
             if head_gt is not None and dependent_gt is not None:
                 gt = set_statistics(head_gt, dependent_gt)
                 for key in ("iou", "iod", "ioh"):
-                    self.ceiling[pair.relation][key].append(getattr(gt, key))
+                    self.ceiling[pair.relation][key].add(getattr(gt, key), record.id)
                     rows.append({"metric": f"{self.name}.gt_{key}", "value": getattr(gt, key), "item": pair.relation})
         return rows
 
     def compute(self) -> list[MetricResult]:
         scale = "raw maps (as the method stores them)" if self.scale == "raw" else "min-max normalised maps"
         names = {"iou": "|H∩D|/|H∪D|", "iod": "|H∩D|/|D|", "ioh": "|H∩D|/|H|"}
-        every = [value for relation in self.stats.values() for value in relation["iou"]]
+        every = PerImage.union(relation["iou"] for relation in self.stats.values())
         if not every:
             return self.nothing_to_score("no head-dependent pair had heat maps for both words")
         results = [_t_result(self.name, every, f"mean over every (image, head-dependent pair) of |H∩D|/|H∪D|, maps "
@@ -275,12 +301,11 @@ class DaamSyntax(Metric):
                                     definition="head-dependent pairs with a word that has no heat map (punctuation)"))
         return results
 
-    @classmethod
-    def save_figures(cls, run_dir: Path, rows: Any, records: list[PromptRecord], samples: dict[str, Sample],
-                     options: dict[str, Any]) -> list[Path]:
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """The table of relations with the largest and smallest overlap (``top`` of each)."""
         from harness.analysis.figures import relation_table
 
-        return relation_table(rows, Path(run_dir) / "figures", top=int((options or {}).get("top", 10)))
+        return [p for p in relation_table(rows, Path(run_dir) / "figures", top=self.top) if p] if rows is not None else []
 
 
 # ------------------------------------------------------------------------ cohyponym_entanglement
@@ -294,7 +319,7 @@ class CohyponymEntanglement(Metric):
     name = "cohyponym_entanglement"
 
     def __init__(self, judge: str = "toy_evaluator", weights: str | None = None, score_threshold: float = 0.5,
-                 threshold: float = 0.4, resamples: int = 2000, seed: int = 0) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, resamples: int = 2000, seed: int = 0) -> None:
         if judge not in JUDGES:
             raise ConfigError(f"metric.cohyponym_entanglement.judge must be one of {JUDGES}, got {judge!r}.")
         self.judge_name, self.weights, self.score_threshold = judge, weights, float(score_threshold)
@@ -312,10 +337,13 @@ class CohyponymEntanglement(Metric):
             if evaluator is None:
                 raise MissingWeightsError("judge=toy_evaluator needs the toy evaluator (weights/toy/evaluator).")
             return lambda image, record: bool(evaluator.judge(image, record))
-        from harness.baselines.maskrcnn import DEFAULT_WEIGHTS, MaskRCNN
         from harness.data.coco80 import coco80_class
+        from harness.registry import BASELINES, load_once
 
-        detector = MaskRCNN(weights=self.weights or DEFAULT_WEIGHTS, score_threshold=self.score_threshold)
+        # the judge is the registered Mask R-CNN baseline (a plugin this metric asks the registry for)
+        options = {"score_threshold": self.score_threshold, **({"weights": self.weights} if self.weights else {})}
+        detector = load_once(("baseline", "maskrcnn", tuple(sorted(options.items()))),
+                             lambda: BASELINES.get("maskrcnn")(**options))
 
         def judge(image: np.ndarray, record: PromptRecord) -> bool:
             found = detector.detect(np.asarray(image))
@@ -340,11 +368,11 @@ class CohyponymEntanglement(Metric):
             value = float(self._judge(sample.image, record))
             self.correct[group].append(value)
             rows.append({"metric": f"{self.name}.correct", "value": value, "item": label})
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         first, second = (str(n).lower() for n in meta["nouns"][:2])
         if first in maps and second in maps:
             size = tuple(np.asarray(maps[first]).shape)
-            overlap = mask_iou(daam_mask(maps[first], size, self.threshold), daam_mask(maps[second], size, self.threshold))
+            overlap = mask_iou(heatmap_to_mask(maps[first], size, self.threshold), heatmap_to_mask(maps[second], size, self.threshold))
             self.overlap[group].append(overlap)
             rows.append({"metric": f"{self.name}.noun_overlap", "value": overlap, "item": label})
         return rows
@@ -405,7 +433,7 @@ class AdjectiveEntanglement(Metric):
 
     name = "adjective_entanglement"
 
-    def __init__(self, region: str = "annotator", features: str = "toy_evaluator", threshold: float = 0.4,
+    def __init__(self, region: str = "annotator", features: str = "toy_evaluator", threshold: float = DEFAULT_THRESHOLD,
                  resamples: int = 1000, seed: int = 0) -> None:
         if region not in REGIONS:
             raise ConfigError(f"metric.adjective_entanglement.region must be one of {REGIONS}, got {region!r}.")
@@ -433,7 +461,7 @@ class AdjectiveEntanglement(Metric):
         noun = str(swap["noun"]).lower()
         if not maps or noun not in maps:
             return None
-        mask = daam_mask(maps[noun], image.shape[:2], self.threshold)
+        mask = heatmap_to_mask(maps[noun], image.shape[:2], self.threshold)
         return mask if mask.any() else None
 
     def feature_distance(self, before: np.ndarray, after: np.ndarray, keep: np.ndarray) -> float:
@@ -449,7 +477,7 @@ class AdjectiveEntanglement(Metric):
         if "swap" not in meta:
             raise ConfigError(f"record {record.id!r} has no meta['swap']; use an adjective-swap dataset.")
         original = np.asarray(sample.image)
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         base_region = self.object_region(record, sample, record.prompt, original, maps)
         rows = []
         for condition in CONDITIONS:
@@ -479,12 +507,12 @@ class AdjectiveEntanglement(Metric):
         adjective, noun = str(meta["swap"]["word"]).lower(), str(meta["swap"]["noun"]).lower()
         if adjective in maps and noun in maps:
             size = tuple(np.asarray(maps[noun]).shape)
-            adjective_mask = daam_mask(maps[adjective], size, self.threshold)
-            spread = spread_beyond(adjective_mask, daam_mask(maps[noun], size, self.threshold))
+            adjective_mask = heatmap_to_mask(maps[adjective], size, self.threshold)
+            spread = spread_beyond(adjective_mask, heatmap_to_mask(maps[noun], size, self.threshold))
             self.spread["noun_map"].append(spread)
             rows.append({"metric": f"{self.name}.spread_beyond_noun", "value": spread, "item": "adjective"})
             if base_region is not None:
-                beyond = spread_beyond(daam_mask(maps[adjective], base_region.shape, self.threshold), base_region)
+                beyond = spread_beyond(heatmap_to_mask(maps[adjective], base_region.shape, self.threshold), base_region)
                 self.spread["object"].append(beyond)
                 rows.append({"metric": f"{self.name}.spread_beyond_object", "value": beyond, "item": "adjective"})
         return rows

@@ -21,7 +21,7 @@ from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.metrics.base import Metric
 from harness.metrics.features import FeatureExtractor, build_extractor, images_to_tensor
-from harness.metrics.stats import mean_ci
+from harness.stats import mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

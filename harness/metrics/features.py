@@ -22,6 +22,11 @@ Extractors (``features=`` option of the metrics):
     bilinear resize (numbers comparable with older papers).
 ``toy_evaluator``
     Features / class log-probabilities of the toy world's evaluator (plug-in, below).
+``dinov2``
+    DINOv2 ViT-L/14 CLS features (1024-d) from a local folder or the offline cache: FD-DINOv2.
+``clip_l14_336``
+    CLIP ViT-L/14-336 image embeddings (768-d, unit norm) from a local folder or the offline
+    cache: CMMD.
 ``auto``
     ``inception_fidelity`` when its weights file is found, else ``inception_torchscript`` (the
     choice is recorded in each row's definition).
@@ -43,6 +48,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -114,7 +120,11 @@ class InceptionTorchScript(FeatureExtractor):
         self.path = self.locate(path)
         self.antialias = bool(antialias)
         self.device_ = resolve_device(device)
-        self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
+        with warnings.catch_warnings():
+            # The reference FID Inception exists only as TorchScript; torch 2.x warns that jit is
+            # deprecated on every load, which says nothing about this file.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+            self.network = torch.jit.load(str(self.path), map_location=self.device_).eval()
 
     @staticmethod
     def locate(path: str | None = None) -> Path:
@@ -254,17 +264,48 @@ def load_evaluator(module: str = DEFAULT_EVALUATOR_MODULE, device: str = "cpu",
     object with the interface of the module docstring. Missing weights raise
     :class:`MissingWeightsError` (from the module).
     """
+    from harness.registry import load_once
+
+    loaded = _evaluator_module(module)
+    if loaded is None:
+        return None
+    if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
+        # loaded once per process (key: the weights folder) and shared by every metric that asks
+        return load_once(("toy_evaluator", str(_toy_evaluator_directory(weights))),
+                         lambda: ToyEvaluatorAdapter(loaded, weights))
+    if not hasattr(loaded, "load_evaluator"):
+        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
+    return load_once(("evaluator", module, str(device)), lambda: loaded.load_evaluator(device=device))
+
+
+def _evaluator_module(module: str) -> Any | None:
     try:
-        loaded = importlib.import_module(module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name and module.startswith(error.name):
             return None
         raise
+
+
+def _toy_evaluator_directory(weights: str | None) -> Path:
+    from harness import REPO_ROOT
+
+    return Path(weights) if weights else REPO_ROOT / ToyEvaluatorAdapter.WEIGHTS_DIR
+
+
+def evaluator_available(module: str = DEFAULT_EVALUATOR_MODULE, weights: str | None = None) -> bool:
+    """Whether :func:`load_evaluator` can give an evaluator, decided without loading weights: False
+    when ``module`` does not exist; for the toy evaluator, a MissingWeightsError naming its weight
+    file when that is absent. (Another module's ``load_evaluator`` is only called at first use.)"""
+    loaded = _evaluator_module(module)
+    if loaded is None:
+        return False
     if hasattr(loaded, "present_pairs") and hasattr(loaded, "ToyEvaluator"):
-        return ToyEvaluatorAdapter(loaded, weights)
-    if not hasattr(loaded, "load_evaluator"):
-        raise ConfigError(f"The evaluator module {module} has no load_evaluator(device=...) function.")
-    return loaded.load_evaluator(device=device)
+        path = _toy_evaluator_directory(weights) / loaded.WEIGHTS_FILE
+        if not path.is_file():
+            raise MissingWeightsError(f"toy evaluator weights not found at {path}; train them with "
+                                      f"`{loaded.RETRAIN_COMMAND}`")
+    return True
 
 
 class ToyEvaluatorAdapter:
@@ -283,10 +324,8 @@ class ToyEvaluatorAdapter:
     WEIGHTS_DIR = "weights/toy/evaluator"
 
     def __init__(self, module: Any, weights: str | None = None) -> None:
-        from harness import REPO_ROOT
-
         self.module = module
-        self.directory = Path(weights) if weights else REPO_ROOT / self.WEIGHTS_DIR
+        self.directory = _toy_evaluator_directory(weights)
         self.network = module.load_evaluator(self.directory)
 
     def identity(self) -> str:
@@ -370,14 +409,121 @@ class EvaluatorFeatures(FeatureExtractor):
         return self.evaluator.class_log_probabilities(_check_uint8(images)).float().cpu()
 
 
+def _load_local_hf(loader: Any, what: str, model_id: str, path: str | None, option: str) -> Any:
+    """``loader(source, local_files_only=True)`` from ``path`` or the offline Hugging Face cache;
+    one MissingWeightsError naming every place looked in and how to provide the weights."""
+    sources = ([str(Path(path).expanduser())] if path else []) + [model_id]
+    tried = []
+    for source in sources:
+        try:
+            return source, loader(source, local_files_only=True)
+        except (OSError, ValueError) as error:
+            tried.append(f"{source} ({type(error).__name__})")
+    raise MissingWeightsError(
+        f"The {what} weights ({model_id}) were not found. Looked in: {'; '.join(tried)} (local files only, nothing "
+        f"is downloaded). Provide them with {option}=<folder written by save_pretrained> (on a machine with "
+        f"network access: `huggingface-cli download {model_id} --local-dir DIR`), or copy the Hugging Face cache "
+        f"of {model_id} here."
+    )
+
+
+def _folder_checksum(source: str) -> str:
+    folder = Path(source)
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    return ",".join(_checksum(f) for f in files) or source
+
+
+class DINOv2Features(FeatureExtractor):
+    """DINOv2 ViT-L/14 CLS features (1024-d), the FD-DINOv2 space of Stein et al. (NeurIPS 2023).
+
+    Preprocessing as their dgm-eval: bicubic resize to 224x224, ImageNet mean/std; weights from a
+    local ``facebook/dinov2-large`` folder (``weights_path``) or the offline Hugging Face cache.
+    """
+
+    extractor_name = "dinov2"
+    num_features = 1024
+    MODEL_ID = "facebook/dinov2-large"
+    SIZE = 224
+
+    def __init__(self, path: str | None = None, antialias: bool = True, device: str = "auto") -> None:
+        super().__init__()
+        self.source, network = self.locate(path)
+        self.device_ = resolve_device(device)
+        self.network = network.eval().to(self.device_)
+        self.antialias = bool(antialias)
+
+    @classmethod
+    def locate(cls, path: str | None = None) -> tuple[str, Any]:
+        from transformers import Dinov2Model
+
+        return _load_local_hf(Dinov2Model.from_pretrained, "DINOv2 ViT-L/14", cls.MODEL_ID, path,
+                              "metric.<name>.weights_path")
+
+    def identity(self) -> str:
+        return f"dinov2({self.MODEL_ID} {_folder_checksum(self.source)})"
+
+    def resize_description(self) -> str:
+        return f"bicubic {self.SIZE}x{self.SIZE} antialias={self.antialias}, ImageNet normalisation"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = _check_uint8(images).to(self.device_, torch.float32) / 255.0
+        x = F.interpolate(x, size=(self.SIZE, self.SIZE), mode="bicubic", align_corners=False, antialias=self.antialias)
+        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+        output = self.network(pixel_values=(x - mean) / std)
+        return output.last_hidden_state[:, 0].float().cpu()
+
+
+class CLIPL14Features(FeatureExtractor):
+    """CLIP ViT-L/14 at 336 px image embeddings (768-d, L2-normalised): CMMD's space (Jayasumana et al., CVPR 2024).
+
+    Preprocessing: the model's own ``CLIPImageProcessor`` (bicubic resize, centre crop 336, CLIP
+    mean/std); weights from a local ``openai/clip-vit-large-patch14-336`` folder or the offline cache.
+    """
+
+    extractor_name = "clip_l14_336"
+    num_features = 768
+    MODEL_ID = "openai/clip-vit-large-patch14-336"
+
+    def __init__(self, path: str | None = None, antialias: bool = True, device: str = "auto") -> None:
+        super().__init__()
+        from transformers import CLIPImageProcessor
+
+        self.source, network = self.locate(path)
+        self.processor = CLIPImageProcessor.from_pretrained(self.source, local_files_only=True)
+        self.device_ = resolve_device(device)
+        self.network = network.eval().to(self.device_)
+
+    @classmethod
+    def locate(cls, path: str | None = None) -> tuple[str, Any]:
+        from transformers import CLIPVisionModelWithProjection
+
+        return _load_local_hf(CLIPVisionModelWithProjection.from_pretrained, "CLIP ViT-L/14-336", cls.MODEL_ID, path,
+                              "metric.<name>.weights_path")
+
+    def identity(self) -> str:
+        return f"clip_l14_336({self.MODEL_ID} {_folder_checksum(self.source)})"
+
+    def resize_description(self) -> str:
+        return "CLIPImageProcessor (bicubic resize, centre crop 336)"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = self.processor(images=list(_check_uint8(images)), return_tensors="pt")["pixel_values"]
+        embeds = self.network(pixel_values=pixels.to(self.device_)).image_embeds
+        return F.normalize(embeds, dim=-1).float().cpu()
+
+
 EXTRACTORS: dict[str, type[FeatureExtractor]] = {
     "inception_torchscript": InceptionTorchScript,
     "inception_fidelity": InceptionFidelity,
     "toy_evaluator": EvaluatorFeatures,
     "pixels": PixelFeatures,
+    "dinov2": DINOv2Features,
+    "clip_l14_336": CLIPL14Features,
 }
 
-_BUILT: dict[tuple, FeatureExtractor] = {}
 
 
 def resolve_extractor_name(name: str, weights_path: str | None = None) -> str:
@@ -397,16 +543,18 @@ def build_extractor(name: str, weights_path: str | None = None, antialias: bool 
     name = resolve_extractor_name(name, weights_path)
     if name not in EXTRACTORS:
         raise ConfigError(f"Unknown feature extractor {name!r}; known: {', '.join(EXTRACTORS)}.")
-    key = (name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size))
-    if key not in _BUILT:
+    from harness.registry import load_once
+
+    def build() -> FeatureExtractor:
         if name == "pixels":
-            _BUILT[key] = PixelFeatures(pixel_size, antialias)
-        elif name == "toy_evaluator":
-            _BUILT[key] = EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
-                                            weights=weights_path)
-        else:
-            _BUILT[key] = EXTRACTORS[name](weights_path, antialias, device)
-    return _BUILT[key]
+            return PixelFeatures(pixel_size, antialias)
+        if name == "toy_evaluator":
+            return EvaluatorFeatures(evaluator_module, antialias, "cpu" if device == "auto" else device,
+                                     weights=weights_path)
+        return EXTRACTORS[name](weights_path, antialias, device)
+
+    return load_once(("extractor", name, weights_path, bool(antialias), device, evaluator_module, int(pixel_size)),
+                     build)
 
 
 def images_to_tensor(images: list[Any]) -> torch.Tensor:

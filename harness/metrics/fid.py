@@ -20,7 +20,6 @@ scenes: ``harness.toy.data:render_pool``).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 from collections.abc import Iterator
@@ -134,11 +133,9 @@ class RealImages:
 
     def arrays(self) -> np.ndarray:
         if self._arrays is None:
-            module_name, _, attribute = self.source.partition(":")
-            try:
-                function = getattr(importlib.import_module(module_name), attribute)
-            except (ModuleNotFoundError, AttributeError) as error:
-                raise ConfigError(f"metric.fid.real_source={self.source!r} cannot be imported ({error}).") from None
+            from harness.registry import load_target
+
+            function = load_target(self.source, "metric.fid.real_source")
             result = function(**self.source_options)
             images = np.asarray(getattr(result, "images", result))
             if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -290,6 +287,10 @@ class FID(Metric):
         elif features == "toy_evaluator":  # small: load it now (a missing module or weights fails here)
             self.extractor  # noqa: B018
 
+    def check_available(self) -> None:
+        if self.features_name in ("dinov2", "clip_l14_336"):  # a missing model stops the run before generating
+            self.extractor  # noqa: B018
+
     @cached_property
     def extractor(self) -> FeatureExtractor:
         """Built on first use (a feature extractor may load weights)."""
@@ -338,6 +339,9 @@ class FID(Metric):
         value = float(metric.compute())
         notes = [note for note in (minimum_samples_note(count, extractor.num_features),
                                    minimum_samples_note(stats["n"], extractor.num_features)) if note]
+        if count < 2 * extractor.num_features:
+            notes.append(f"N={count} < 2d={2 * extractor.num_features}: the Fréchet distance is biased at this N; "
+                         "compare methods by KID")
         for note in dict.fromkeys(notes):
             log.warning("fid: %s", note)
         definition = (f"FID [features={self.features_name} antialias={self.antialias}] (torchmetrics FrechetInceptionDistance, float64 running statistics) of {count} generated vs "
@@ -345,7 +349,9 @@ class FID(Metric):
                       f"{extractor.resize_description()}; real set {self.real.describe()} "
                       f"(stats {stats['key']}, {stats['skipped']} unreadable skipped"
                       f"{', crop ' + str(self.real.crop_size) if self.real.crop_size else ''})"
-                      + (f"; WARNING: {notes[0]}" if notes else ""))
+                      + "".join(f"; WARNING: {note}" for note in dict.fromkeys(notes)))
         # The extractor, resize and reference set go in the definition (not hp.* columns) so that
         # the table keeps one line per run configuration.
-        return [MetricResult(self.name, value, count, definition=definition)]
+        return [MetricResult(self.name, value, count, definition=definition,
+                             extra={"feature_dim": int(extractor.num_features), "n_reference": int(stats["n"]),
+                                    "below_2d": bool(count < 2 * extractor.num_features)})]

@@ -16,8 +16,8 @@ from typing import Any
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, MissingWeightsError
 from harness.metrics.base import Metric
-from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, load_evaluator
-from harness.metrics.stats import PROPORTION_CI_NAMES, mean_ci, proportion_ci
+from harness.metrics.features import DEFAULT_EVALUATOR_MODULE, evaluator_available, load_evaluator
+from harness.stats import PROPORTION_CI_NAMES, mean_ci, proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -53,7 +53,11 @@ class GenAccuracy(Metric):
         return evaluator
 
     def check_available(self) -> None:
-        self.evaluator  # noqa: B018  (loads it, or raises what is missing)
+        """Find the judge without loading it (a missing module or weight file stops the run here)."""
+        if "evaluator" in self.__dict__:
+            return
+        if not evaluator_available(self.evaluator_module, self.weights):
+            self.evaluator  # noqa: B018  (raises the message for a missing module)
 
     def reset(self) -> None:
         self.values: list[float] = []

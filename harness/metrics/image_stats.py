@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.data.prompts import PromptRecord
 from harness.metrics.base import Metric
-from harness.metrics.stats import mean_ci
+from harness.stats import mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 

@@ -11,8 +11,8 @@ Definition (``miou``, the paper's mIoU-inf; ``miou80`` restricts the nouns):
 2. Prediction mask of a pair: the word's heat map ``sample.arrays["heatmap:<noun>"]`` is
    upsampled **bilinearly** (``torch.nn.functional.interpolate``, ``align_corners=False``) to the
    ground-truth size, **min-max normalised** over the image, and thresholded ``> threshold``
-   (default 0.4). A constant map has no range: it becomes all-inside when its value is > 0
-   (the whole-image baseline) and all-outside otherwise. A noun with no heat map in the sample
+   (default 0.4): :func:`harness.heatmaps.heatmap_to_mask`, the harness's one mask function. A
+   constant map has no range: it gives an empty mask (as in the DAAM reference). A noun with no heat map in the sample
    gets an empty prediction (IoU 0) and is counted in ``<metric>.missing_maps``.
 3. IoU of a pair = |P ∩ G| / |P ∪ G| on the binary masks (G non-empty, so never 0/0).
 4. ``miou`` = the mean over all scored pairs of the whole set (pairs, not images, are the
@@ -33,51 +33,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from harness.data.coco80 import coco80_class
 from harness.data.ground_truth import GroundTruth, lookup, noun_lemmas, resolve_ground_truth
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
+from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask, sample_heat_maps
 from harness.metrics.base import Metric
-from harness.metrics.overlap import mask_iou
-from harness.metrics.stats import grouped_mean_ci
+from harness.overlap import mask_iou
+from harness.stats import grouped_mean_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
-
-DEFAULT_THRESHOLD = 0.4
-HEATMAP_PREFIX = "heatmap:"
-
-
-def upsample_bilinear(heat_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A 2-D map resized to ``size`` (H, W), bilinear, ``align_corners=False`` (float64)."""
-    array = np.asarray(heat_map, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"a heat map must be 2-D, got shape {array.shape}")
-    if array.shape == tuple(size):
-        return array
-    tensor = torch.from_numpy(array)[None, None]
-    return F.interpolate(tensor, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def normalise_min_max(heat_map: np.ndarray) -> np.ndarray:
-    """(m - min) / (max - min); a constant map gives all ones when its value is > 0, else all zeros."""
-    low, high = float(heat_map.min()), float(heat_map.max())
-    if high > low:
-        return (heat_map - low) / (high - low)
-    return np.full(heat_map.shape, 1.0 if high > 0 else 0.0)
-
-
-def heatmap_to_mask(heat_map: np.ndarray, size: tuple[int, int], threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """DAAM's binary mask: upsample bilinearly to ``size``, min-max normalise, ``> threshold``."""
-    return normalise_min_max(upsample_bilinear(heat_map, size)) > threshold
-
-
-def heat_maps_of(sample: Sample) -> dict[str, np.ndarray]:
-    """``word (lower case) -> heat map`` of a sample's ``heatmap:<word>`` arrays."""
-    return {key[len(HEATMAP_PREFIX):].lower(): value for key, value in sample.arrays.items()
-            if key.startswith(HEATMAP_PREFIX)}
 
 
 def nouns_of(record: PromptRecord, truth: dict[str, np.ndarray]) -> list[tuple[str, str | None]]:
@@ -126,7 +92,7 @@ class NounMIoU(Metric):
     def pair_ious(self, record: PromptRecord, sample: Sample) -> tuple[list[tuple[str, dict[float, float]]], int, int]:
         """Per scored noun its IoU at every threshold; plus the numbers of absent nouns and missing maps."""
         truth = self.ground_truth.masks(record, sample)
-        maps = heat_maps_of(sample)
+        maps = sample_heat_maps(sample, lower=True)
         scored: list[tuple[str, dict[float, float]]] = []
         absent = missing = 0
         for noun, lemma in self.scored_words(record, truth):
@@ -141,8 +107,7 @@ class NounMIoU(Metric):
                 missing += 1
                 scored.append((noun, {tau: 0.0 for tau in self.pairs}))
                 continue
-            normalised = normalise_min_max(upsample_bilinear(heat, gt.shape))
-            scored.append((noun, {tau: mask_iou(normalised > tau, gt) for tau in self.pairs}))
+            scored.append((noun, {tau: mask_iou(heatmap_to_mask(heat, gt.shape, tau), gt) for tau in self.pairs}))
         return scored, absent, missing
 
     def process(self, record: PromptRecord, sample: Sample) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from harness.dalleval.judge import SKILLS, check_tags, judge_skill
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
 from harness.metrics.base import Metric
-from harness.metrics.stats import bootstrap_ci
+from harness.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -48,21 +48,23 @@ INTERVALS = {"wilson": "wilson", "clopper_pearson": "exact"}
 def binomial_ci(successes: int, trials: int, confidence: float = 0.95,
                 method: str = "wilson") -> tuple[float | None, float | None]:
     """A binomial proportion interval (``wilson`` or ``clopper_pearson``, by scipy through
-    :func:`harness.metrics.stats.proportion_ci`); (None, None) for no trials."""
-    from harness.metrics.stats import proportion_ci
+    :func:`harness.stats.proportion_ci`); (None, None) for no trials."""
+    from harness.stats import proportion_ci
 
     if method not in INTERVALS:
         raise ConfigError(f"interval={method!r}: use one of {', '.join(INTERVALS)}.")
     return proportion_ci(int(successes), int(trials), confidence, INTERVALS[method])
 
 
+JUDGES = {"toy": "harness.dalleval.toy_reader:ToySceneReader",
+          "detector": "harness.dalleval.detector_judge:DetectorReader"}
+
+
 def build_reader(judge: Any, options: dict[str, Any] | None = None) -> Any:
     """The reader behind ``judge``: ``toy``, ``detector`` or ``module:Class``."""
     from harness.registry import build_plugin
 
-    return build_plugin(judge, {"toy": "harness.dalleval.toy_reader:ToySceneReader",
-                                "detector": "harness.dalleval.detector_judge:DetectorReader"},
-                        "metric.skill_accuracy.judge", options)
+    return build_plugin(judge, JUDGES, "metric.skill_accuracy.judge", options, shared=True)
 
 
 def read_objects(reader: Any, image: np.ndarray, record: PromptRecord) -> tuple[list, list[np.ndarray] | None]:
@@ -92,8 +94,11 @@ class SkillAccuracy(Metric):
         self.failure_figures, self.max_failure_figures = failure_figures, int(max_failure_figures)
 
     def check_available(self) -> None:
-        """Build the reader now: a missing detector checkpoint stops the run before it generates."""
-        _ = self.reader
+        """Find the judge's files now, without loading them: a missing checkpoint stops the run
+        before it generates."""
+        from harness.registry import check_plugin
+
+        check_plugin(self.judge, JUDGES, "metric.skill_accuracy.judge", self.judge_options)
 
     @cached_property
     def reader(self) -> Any:
@@ -161,29 +166,17 @@ class SkillAccuracy(Metric):
                     f"binding_attention.{outcome}", mean, len(shares), low, high,
                     definition=(f"colour-binding prompts judged {outcome}: per colour word, share of its DAAM map mass "
                                 "over the seen objects' regions that lies on the object of the shape it names; 95% percentile bootstrap over words")))
-        self._save_failures()
         return results
 
-    def _failure_dir(self) -> Path | None:
-        if self.failure_figures in (None, "", "none"):
-            return None
-        if self.failure_figures != "auto":
-            return Path(self.failure_figures)
-        try:  # inside `harness run`: the run's own folder
-            from hydra.core.hydra_config import HydraConfig
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """DAAM overlays (image + every word's map) of the failed samples, into ``failures/`` of the
+        run folder (``failure_figures: auto``) or the folder given: why a skill failed."""
+        if self.failure_figures in (None, "", "none") or not self.failures:
+            return []
+        from harness.heatmaps import save_overlays
 
-            return Path(HydraConfig.get().runtime.output_dir) / "failures"
-        except (ImportError, ValueError):
-            return None
-
-    def _save_failures(self) -> None:
-        """DAAM overlays (image + every word's map) of the failed samples: why a skill failed."""
-        folder = self._failure_dir()
-        if folder is None or not self.failures:
-            return
-        from harness.methods.daam_figures import save_overlays
-
-        save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
+        folder = Path(run_dir) / "failures" if self.failure_figures == "auto" else Path(self.failure_figures)
+        return save_overlays(folder, [r for r, _ in self.failures], [s for _, s in self.failures])
 
     def _identity(self) -> str:
         reader = self.__dict__.get("reader")  # the judge if it was built; never built just for a name
@@ -193,7 +186,7 @@ class SkillAccuracy(Metric):
 def binding_shares(sample: Sample, include: list[dict[str, Any]], seen: list, regions: list[np.ndarray],
                    size: tuple[int, int]) -> dict[str, float]:
     """colour word -> share of its heat-map mass on its named shape's regions (of all objects' mass)."""
-    from harness.methods.daam_figures import sample_heat_maps, upsample
+    from harness.heatmaps import sample_heat_maps, upsample
 
     maps = sample_heat_maps(sample)
     if not maps or not regions:

@@ -27,10 +27,11 @@ import numpy as np
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError
+from harness.heatmaps import DEFAULT_THRESHOLD
 from harness.metrics.base import Metric
 from harness.metrics.gen_accuracy import GenAccuracy
 from harness.metrics.miou import NounMIoU
-from harness.metrics.stats import proportion_ci
+from harness.stats import proportion_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -80,7 +81,7 @@ class NounAttentionMIoU(NounMIoU):
     definition = ("mean over (generated image, present noun) pairs of IoU(noun heat map min-max normalised > tau; "
                   "toy annotator's mask of its object); 95% percentile bootstrap CI resampling images")
 
-    def __init__(self, threshold: float = 0.4, thresholds: list[float] | None = None, ground_truth: Any = ANNOTATOR) -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, thresholds: list[float] | None = None, ground_truth: Any = ANNOTATOR) -> None:
         super().__init__(threshold, thresholds, ground_truth)
 
 

@@ -15,13 +15,14 @@ One value per input (record); aggregates are means with a 95% percentile bootstr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.data.prompts import PromptRecord
 from harness.metrics.base import Metric
-from harness.metrics.stats import bootstrap_ci
+from harness.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
@@ -95,6 +96,14 @@ def consecutive_distances(embeds: np.ndarray) -> np.ndarray:
     return 1.0 - (unit[:-1] * unit[1:]).sum(-1)
 
 
+def textdiff_scores(sample: Sample) -> np.ndarray:
+    """Cosine of each edit's image embedding with the target caption's text embedding."""
+    edits = np.asarray(sample.arrays["edit_embeds"], dtype=float)
+    target = np.asarray(sample.arrays["target_text_embed"], dtype=float)
+    edits = edits / np.linalg.norm(edits, axis=1, keepdims=True)
+    return edits @ (target / np.linalg.norm(target))
+
+
 class UnclipTextdiffScore(_PerRecord):
     """CLIP score to the target caption against the text-diff step size."""
 
@@ -105,10 +114,34 @@ class UnclipTextdiffScore(_PerRecord):
     def process(self, record: PromptRecord, sample: Sample) -> dict[str, Any] | None:
         if "edit_embeds" not in sample.arrays:
             return None
-        from harness.methods.unclip import textdiff_scores
-
         scores = textdiff_scores(sample)
         steps = np.asarray(sample.arrays["step_sizes"], dtype=float)
         values = {f"clip_score[step={s:.2f}]": float(v) for s, v in zip(steps, scores)}
         values["clip_score_gain"] = float(scores[int(steps.argmax())] - scores[int(steps.argmin())])
         return self.add(values)
+
+    def save_figures(self, run_dir: Path, records: list[PromptRecord], samples: Any, rows: Any = None) -> list[Path]:
+        """``figures/textdiff_clip_score.png``: CLIP score to the target caption against the step size."""
+        written: list[Path] = []
+        scores = [textdiff_scores(samples[r.id]) for r in records if r.id in samples and "edit_embeds" in samples[r.id].arrays]
+        if scores:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+
+            steps = next(samples[r.id] for r in records if r.id in samples).arrays["step_sizes"]
+            values = np.asarray(scores)
+            figure, axis = plt.subplots(figsize=(4, 3))
+            axis.plot(steps, values.T, color="0.8", linewidth=0.8)
+            axis.plot(steps, values.mean(0), marker="o", color="C0", label=f"mean of {len(values)}")
+            axis.set_xlabel("step size (slerp fraction towards the text diff)")
+            axis.set_ylabel("CLIP score to target caption")
+            axis.legend(fontsize=7)
+            figure.tight_layout()
+            path = Path(run_dir) / "figures" / "textdiff_clip_score.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path, dpi=120)
+            plt.close(figure)
+            written.append(path)
+        return written

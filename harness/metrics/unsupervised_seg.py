@@ -32,53 +32,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from harness.data.prompts import PromptRecord
 from harness.errors import ConfigError, DataError
 from harness.metrics.base import Metric
-from harness.metrics.overlap import confusion_matrix
-from harness.metrics.stats import bootstrap_ci
+from harness.overlap import (
+    confusion_matrix,
+    hungarian_match,
+    matched_counts,
+    pad_confusions,
+    per_image_matched_counts,
+    scores_from_counts,
+)
+from harness.stats import bootstrap_ci
 from harness.store.rows import MetricResult
 from harness.store.samples import Sample
 
 MATCHINGS = ("dataset", "image")
-
-
-def hungarian_match(confusion: np.ndarray) -> np.ndarray:
-    """``assignment[k]`` = class matched to segment k, or -1 (maximises the matched pixel count)."""
-    rows, cols = linear_sum_assignment(-np.asarray(confusion, dtype=np.float64))
-    assignment = np.full(confusion.shape[0], -1, dtype=np.int64)
-    assignment[rows] = cols
-    return assignment
-
-
-def matched_counts(confusion: np.ndarray, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class (TP, FP, FN) after the matching."""
-    num_classes = confusion.shape[1]
-    true_positive = np.zeros(num_classes, dtype=np.int64)
-    predicted_as = np.zeros(num_classes, dtype=np.int64)
-    for segment, cls in enumerate(assignment):
-        if cls >= 0:
-            true_positive[cls] += confusion[segment, cls]
-            predicted_as[cls] += confusion[segment].sum()
-    class_total = confusion.sum(axis=0)
-    return true_positive, predicted_as - true_positive, class_total - true_positive
-
-
-def scores_from_counts(true_positive: np.ndarray, false_positive: np.ndarray, false_negative: np.ndarray,
-                       total_pixels: int) -> dict[str, Any]:
-    """mIoU (nan-mean over classes with a union), per-class IoU and pixel accuracy."""
-    union = true_positive + false_positive + false_negative
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positive / np.maximum(union, 1), np.nan)
-    present = union > 0
-    return {
-        "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
-        "iou": iou,
-        "pixel_accuracy": float(true_positive.sum() / total_pixels) if total_pixels else float("nan"),
-        "classes_scored": int(present.sum()),
-    }
 
 
 def unsupervised_segmentation_scores(predictions: list[np.ndarray], targets: list[np.ndarray], num_classes: int,
@@ -94,16 +64,10 @@ def unsupervised_segmentation_scores(predictions: list[np.ndarray], targets: lis
     return _scores(confusions, matching)
 
 
-def _padded(confusions: list[np.ndarray]) -> list[np.ndarray]:
-    """The confusion matrices with zero rows added up to the largest number of segments."""
-    width = max(c.shape[0] for c in confusions)
-    return [np.pad(c, ((0, width - c.shape[0]), (0, 0))) for c in confusions]
-
-
 def _scores(confusions: list[np.ndarray], matching: str) -> dict[str, Any]:
     if not confusions:
         return {"miou": float("nan"), "iou": np.array([]), "pixel_accuracy": float("nan"), "classes_scored": 0}
-    padded = _padded(confusions)
+    padded = pad_confusions(confusions)
     num_classes = padded[0].shape[1]
     totals = np.zeros((3, num_classes), dtype=np.int64)
     if matching == "dataset":
@@ -113,15 +77,6 @@ def _scores(confusions: list[np.ndarray], matching: str) -> dict[str, Any]:
         totals += per_image_matched_counts(confusions)[0].sum(axis=0)
     total_pixels = int(sum(c.sum() for c in padded))
     return scores_from_counts(*totals, total_pixels)
-
-
-def per_image_matched_counts(confusions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Each image matched on its own confusion matrix: its (TP, FP, FN) per class, shape
-    (images, 3, classes), and its pixel count (images,). The matrices are padded to one number of
-    segments first, as :func:`_scores` does, so ties break the same way."""
-    padded = _padded(confusions)
-    counts = np.stack([np.stack(matched_counts(c, hungarian_match(c))) for c in padded])
-    return counts, np.array([int(c.sum()) for c in padded])
 
 
 class _UnsupervisedSegmentation(Metric):

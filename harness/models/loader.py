@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from harness import REPO_ROOT
+from harness.attention.swap import resolve_unet
 from harness.errors import ConfigError, MissingWeightsError
 from harness.registry import MODELS
 
@@ -47,6 +48,12 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     "toy": ModelSpec("harness/toy", local_dir="weights/toy", height=32, width=32),
     # World v1's model under its own name, so v1 figures stay reproducible once `toy` moves to v2.
     "toy_v1": ModelSpec("harness/toy", local_dir="weights/toy", height=32, width=32),
+    # multi-modal diffusion transformers (joint attention; see harness.models.mmdit_standins)
+    "sd3_medium": ModelSpec("stabilityai/stable-diffusion-3-medium-diffusers", "StableDiffusion3Pipeline", 1024, 1024),
+    "sd35_medium": ModelSpec("stabilityai/stable-diffusion-3.5-medium", "StableDiffusion3Pipeline", 1024, 1024),
+    "flux_schnell": ModelSpec("black-forest-labs/FLUX.1-schnell", "FluxPipeline", 1024, 1024),
+    "flux_dev": ModelSpec("black-forest-labs/FLUX.1-dev", "FluxPipeline", 1024, 1024),
+    "toy_mmdit": ModelSpec("harness/toy_mmdit", "StableDiffusion3Pipeline", 32, 32, local_dir="weights/toy_mmdit"),
 }
 
 SCHEDULERS = {
@@ -123,6 +130,22 @@ def load_tiny_random(model_cfg: Any) -> LoadedModel:
     return LoadedModel("tiny_random", pipeline, fingerprint, device, dtype, model_cfg.height or 32, model_cfg.width or 32)
 
 
+#: in-process narrowed MMDiT stand-ins for smoke runs: name -> stand-in (see harness.models.mmdit_standins)
+TINY_MMDIT = {"tiny_sd3": "sd3_medium", "tiny_flux": "flux_schnell"}
+
+
+def load_tiny_mmdit(model_cfg: Any) -> LoadedModel:
+    """``model=tiny_sd3`` / ``tiny_flux``: a narrowed random-weight SD3-medium / FLUX.1-schnell stand-in, built in process."""
+    from harness.models.mmdit_standins import build_mmdit_standin
+
+    standin = TINY_MMDIT[model_cfg.name]
+    pipeline = _finish(build_mmdit_standin(standin, model_cfg.weights_seed, narrow=True), model_cfg,
+                       *resolve_device(model_cfg.device, model_cfg.dtype))
+    device, dtype = resolve_device(model_cfg.device, model_cfg.dtype)
+    fingerprint = f"{model_cfg.name}-narrow-seed{model_cfg.weights_seed}"
+    return LoadedModel(model_cfg.name, pipeline, fingerprint, device, dtype, model_cfg.height or 64, model_cfg.width or 64)
+
+
 def load_pretrained(model_cfg: Any) -> LoadedModel:
     """A known real model (``sd15``, ``sd2_base``, ``toy``, ...) from a folder or the offline cache."""
     import diffusers
@@ -165,9 +188,10 @@ def load_pretrained(model_cfg: Any) -> LoadedModel:
 
 def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name: str,
                      spec: ModelSpec | None = None) -> Any:
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}  # diffusers >= 0.36: dtype, not torch_dtype
     if "StableDiffusionPipeline" == pipeline_class.__name__:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    kwargs.update(absent_components(pipeline_class, folder))
     try:
         return pipeline_class.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as error:
@@ -176,6 +200,23 @@ def _from_pretrained(pipeline_class: Any, folder: str, dtype: torch.dtype, name:
             "It must be a complete folder written by save_pretrained (model_index.json and every "
             "component's weights in safetensors)." + (f" {_restore_hint(spec)}" if spec and spec.local_dir else "")
         ) from None
+
+
+#: components a pipeline runs without although diffusers does not list them as optional (SD3 without T5)
+ABSENT_ALLOWED = {"StableDiffusion3Pipeline": ("text_encoder_3", "tokenizer_3")}
+
+
+def absent_components(pipeline_class: Any, folder: str) -> dict[str, None]:
+    """``{name: None}`` for the allowed components a folder's ``model_index.json`` leaves out or sets to null
+    (an SD3 folder saved without T5, such as the toy MMDiT), so ``from_pretrained`` accepts the folder."""
+    import json
+
+    index_path = Path(folder) / "model_index.json"
+    if not index_path.is_file():
+        return {}
+    index = json.loads(index_path.read_text())
+    allowed = ABSENT_ALLOWED.get(pipeline_class.__name__, ())
+    return {name: None for name in allowed if not index.get(name) or index[name][0] is None}
 
 
 def _hub_cache_dir() -> str:
@@ -204,6 +245,9 @@ def _missing_message(name: str, model_id: str, tried: list[str], spec: ModelSpec
 
 
 def _restore_hint(spec: ModelSpec) -> str:
+    if spec.model_id == "harness/toy_mmdit":
+        return (f"Train it with `python -m harness.toy.train_mmdit --components weights/toy --export {spec.local_dir}` "
+                "(see harness/toy/train_mmdit.py), or give model.path=DIR.")
     return (f"Restore the shipped folder {spec.local_dir} (git checkout -- {spec.local_dir}) or retrain it "
             "with `make toy-model`.")
 
@@ -238,7 +282,7 @@ def _finish(pipeline: Any, model_cfg: Any, device: torch.device, dtype: torch.dt
     if model_cfg.scheduler:
         pipeline.scheduler = make_scheduler(model_cfg.scheduler, pipeline.scheduler.config)
     pipeline = pipeline.to(device)
-    if pipeline.unet.dtype != dtype:  # folders load in their own dtype; cast only when asked to
+    if resolve_unet(pipeline).dtype != dtype:  # folders load in their own dtype; cast only when asked to
         pipeline = pipeline.to(dtype=dtype)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

@@ -25,7 +25,8 @@ OpenCLIP ViT-H tower of SD 2.x; the pad tokens of SDXL's two tokenizers (``<|end
 ``!`` in the ``special_tokens_map.json`` files of a diffusers folder fine-tuned from SDXL base;
 fine-tunes keep the base tokenizers; one public non-diffusers port pads the first with ``!``).
 
-``python -m harness.models.standins sd15 DIR`` writes the sd15 stand-in to DIR.
+``harness standin sd15 DIR`` writes the sd15 stand-in to DIR (the MMDiT stand-ins,
+``sd3_medium`` ... ``flux_dev``, of :mod:`harness.models.mmdit_standins` too).
 """
 
 from __future__ import annotations
@@ -227,13 +228,19 @@ def save_standin(name: str, folder: str | Path, weights_seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.models.standins",
+    parser = argparse.ArgumentParser(prog="harness standin",
                                      description="Write a real model's random-weight stand-in as a pipeline folder.")
-    parser.add_argument("name", choices=sorted(STANDINS))
+    from harness.models.mmdit_standins import MMDIT_STANDINS, save_mmdit_standin
+
+    parser.add_argument("name", choices=sorted(STANDINS) + sorted(MMDIT_STANDINS))
     parser.add_argument("folder")
     parser.add_argument("--weights-seed", type=int, default=0)
+    parser.add_argument("--narrow", action="store_true", help="MMDiT stand-ins: a few blocks only (quick tries)")
     options = parser.parse_args(argv)
-    print(save_standin(options.name, options.folder, options.weights_seed))
+    if options.name in MMDIT_STANDINS:
+        print(save_mmdit_standin(options.name, options.folder, options.weights_seed, options.narrow))
+    else:
+        print(save_standin(options.name, options.folder, options.weights_seed))
     return 0
 
 

@@ -254,7 +254,7 @@ def load_unclip(model_cfg: Any) -> UnCLIPModel:
         tried.append(f"Hugging Face cache {_hub_cache_dir()} (model id {model_id}, local_files_only=True)")
     try:
         pipeline = pipeline_class.from_pretrained(str(Path(source).expanduser()) if model_cfg.path else model_id,
-                                                  torch_dtype=dtype, local_files_only=True)
+                                                  dtype=dtype, local_files_only=True)
     except (OSError, ValueError):
         places = "\n".join(f"  - {place}" for place in tried)
         raise MissingWeightsError(

@@ -4,10 +4,20 @@ A task is a folder holding ``task.json`` and the PNGs it names::
 
     {"format": "harness-rating-task/1", "name": ..., "instructions": ...,
      "scale": [{"value": 1, "label": ...}, ..., {"value": 5, "label": ...}],
-     "items": [{"item_id", "image", "heatmap", "word", "prompt", "group": {...}, "sample_id"}, ...]}
+     "items": [{"item_id", "image", "heatmap", "word", "prompt", "group": {...}, "sample_id",
+                "gold": {"accept": [4, 5]} (optional: an attention check)}, ...],
+     "exclusion": {"max_gold_failures": 0}}   (required when any item is gold)
+
+Gold items have a known answer: a rater whose answer to a gold item (a skip included) is not in
+its ``accept`` list fails it; the task's exclusion rule, written before the study, excludes a
+rater who fails more than ``max_gold_failures`` gold items. Gold items are checks, never study
+data: they count in no mean opinion score and no agreement figure. Every rating line carries the
+task's *design hash* (gold answers and exclusion rule); the analysis refuses ratings given
+under another design, so the rule cannot be changed once the study has begun.
 
 Ratings are appended to ``ratings.jsonl`` (in the task folder unless another path is given), one
-JSON object per line ``{"rater", "item_id", "score": 1..5 or null (skipped), "time", "submission"}``;
+JSON object per line ``{"rater", "item_id", "score": 1..5 or null (skipped), "time", "submission",
+"design"}``;
 the last line per (rater, item_id) counts. Each line is written with one ``write`` on a file
 opened for appending and fsynced before the rater sees the next item, under a lock, so a killed
 server loses at most the rating being written; a torn last line (a kill mid-write) is skipped
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -51,6 +62,8 @@ class Item:
     prompt: str
     group: dict[str, Any]
     sample_id: str
+    #: The accepted answers of a gold item (an attention check); None for a study item.
+    gold: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -61,6 +74,19 @@ class Task:
     scale: list[dict[str, Any]]
     items: list[Item]
     index: dict[str, int] = field(default_factory=dict)
+    #: The exclusion rule declared in the task (``{"max_gold_failures": N}``), or {} without gold items.
+    exclusion: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def design_hash(self) -> str:
+        """SHA-256 (first 16 hex digits) of the study design: the gold answers and the exclusion rule."""
+        design = {"gold": {item.item_id: list(item.gold) for item in self.items if item.gold is not None},
+                  "exclusion": self.exclusion}
+        return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def gold_items(self) -> list[Item]:
+        return [item for item in self.items if item.gold is not None]
 
     def item(self, item_id: str) -> Item:
         if item_id not in self.index:
@@ -107,11 +133,61 @@ def load_task(path: str | Path) -> Task:
         group = raw.get("group") or {}
         if not isinstance(group, dict):
             raise DataError(f"{task_file}: item {item_id!r} \"group\" must be an object.")
+        gold = None
+        if "gold" in raw:
+            accept = raw["gold"].get("accept") if isinstance(raw["gold"], dict) else None
+            if (not isinstance(accept, list) or not accept
+                    or not all(isinstance(a, int) and not isinstance(a, bool) and a in SCORES for a in accept)):
+                raise DataError(f"{task_file}: item {item_id!r} \"gold\" must be {{\"accept\": [scores 1-5]}}.")
+            gold = tuple(sorted(set(accept)))
         index[item_id] = len(items)
         items.append(Item(item_id, raw["image"], raw["heatmap"], raw["word"], str(raw.get("prompt", "")),
-                          {str(k): str(v) for k, v in group.items()}, str(raw.get("sample_id", ""))))
+                          {str(k): str(v) for k, v in group.items()}, str(raw.get("sample_id", "")), gold))
+    exclusion = _exclusion_rule(document.get("exclusion"), any(item.gold is not None for item in items), task_file)
+    if items and all(item.gold is not None for item in items):
+        raise DataError(f"{task_file}: every item is gold; a study needs items without a known answer.")
     return Task(folder=folder, name=str(document.get("name", folder.name)), instructions=str(document.get("instructions", "")),
-                scale=[{"value": int(s["value"]), "label": str(s.get("label", ""))} for s in scale], items=items, index=index)
+                scale=[{"value": int(s["value"]), "label": str(s.get("label", ""))} for s in scale], items=items, index=index,
+                exclusion=exclusion)
+
+
+def _exclusion_rule(rule: Any, has_gold: bool, task_file: Path) -> dict[str, int]:
+    if rule is None:
+        if has_gold:
+            raise DataError(f"{task_file}: gold items need an exclusion rule written before the study, "
+                            "e.g. \"exclusion\": {\"max_gold_failures\": 0}.")
+        return {}
+    if not has_gold:
+        raise DataError(f"{task_file}: \"exclusion\" is declared but no item is gold (\"gold\": {{\"accept\": [...]}}).")
+    failures = rule.get("max_gold_failures") if isinstance(rule, dict) else None
+    if (not isinstance(rule, dict) or set(rule) != {"max_gold_failures"} or not isinstance(failures, int)
+            or isinstance(failures, bool) or failures < 0):
+        raise DataError(f"{task_file}: \"exclusion\" must be {{\"max_gold_failures\": N}} with N >= 0.")
+    return {"max_gold_failures": failures}
+
+
+def gold_failures(task: Task, latest: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """rater -> {"answered": gold items answered, "failed": those answered outside ``accept`` (a skip fails)}."""
+    result: dict[str, dict[str, int]] = {}
+    for (rater, item_id), entry in latest.items():
+        counts = result.setdefault(rater, {"answered": 0, "failed": 0})
+        if item_id not in task.index:
+            continue
+        item = task.items[task.index[item_id]]
+        if item.gold is None:
+            continue
+        counts["answered"] += 1
+        if entry.get("score") not in item.gold:
+            counts["failed"] += 1
+    return result
+
+
+def excluded_raters(task: Task, latest: dict[tuple[str, str], dict[str, Any]]) -> set[str]:
+    """The raters the task's exclusion rule excludes (none without gold items)."""
+    if not task.exclusion:
+        return set()
+    limit = task.exclusion["max_gold_failures"]
+    return {rater for rater, counts in gold_failures(task, latest).items() if counts["failed"] > limit}
 
 
 def check_rater(rater: Any) -> str:
@@ -121,19 +197,26 @@ def check_rater(rater: Any) -> str:
     return rater
 
 
+SKIP = "skip"
+_SCORE_TEXT = {str(value): value for value in SCORES}
+
+
 def check_score(score: Any) -> int | None:
-    """1..5, or None (skip); RatingError otherwise (bools and floats like 2.5 included)."""
-    if score is None or score == "" or score == "skip":
-        return None
-    if isinstance(score, bool):
-        raise RatingError(f"Score {score!r} is not one of 1, 2, 3, 4, 5.")
-    try:
-        number = int(str(score).strip())
-    except ValueError:
-        raise RatingError(f"Score {str(score)[:20]!r} is not one of 1, 2, 3, 4, 5.") from None
-    if number not in SCORES or str(number) != str(score).strip():
-        raise RatingError(f"Score {str(score)[:20]!r} is not one of 1, 2, 3, 4, 5.")
-    return number
+    """Exactly ``"1"``..``"5"`` (or the int) -> the score; exactly ``"skip"`` -> None (an explicit skip).
+
+    Anything else is refused with RatingError: a missing or empty answer (never read as a skip),
+    padding (``" 3"``), ``"03"``, ``"2.5"``, bools.
+    """
+    if score is None or score == "":
+        raise RatingError("No answer was sent: choose a score, or press skip.")
+    if isinstance(score, int) and not isinstance(score, bool) and score in SCORES:
+        return score
+    if isinstance(score, str):
+        if score == SKIP:
+            return None
+        if score in _SCORE_TEXT:
+            return _SCORE_TEXT[score]
+    raise RatingError(f"Score {str(score)[:20]!r} is not one of 1, 2, 3, 4, 5 (or skip).")
 
 
 def read_ratings(path: str | Path) -> list[dict[str, Any]]:
@@ -212,14 +295,14 @@ class RatingLog:
         value = check_score(score)
         entry = {"rater": rater, "item_id": item.item_id, "score": value,
                  "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+        entry["design"] = self.task.design_hash
         if submission:
             entry["submission"] = str(submission)[:64]
         with self._lock:
             if submission and entry["submission"] in self.submissions:
-                first = self.submissions[entry["submission"]]
-                shown = "skip" if first.get("score") is None else first.get("score")
-                raise RatingError(f"Duplicate submission: this form was already sent (item {first['item_id']!r}, "
-                                  f"answer {shown}, by {first['rater']!r}). Nothing was changed.")
+                # Says nothing of the first submission: it may be someone else's.
+                raise RatingError("Duplicate submission: this form was already sent once. Nothing was changed; "
+                                  "open the item again to change your answer.")
             line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
             self._append_bytes(line.encode("utf-8"))
             self.latest[(rater, item.item_id)] = entry

@@ -118,3 +118,55 @@ def wait_for(driver, predicate, timeout: float = 20.0):
             return False
 
     return WebDriverWait(driver, timeout).until(check)
+
+
+#: Every visible text fragment's boxes (one per line it wraps to), then pairs of fragments whose
+#: boxes overlap by more than a pixel each way, and elements that clip their own text.
+_LAYOUT_SCRIPT = """
+var boxes = [], clipped = [], fragment = 0;
+var walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+var node;
+while ((node = walker.nextNode())) {
+  var text = node.textContent.trim();
+  var parent = node.parentElement;
+  if (!text || !parent || parent.closest('script, style, title, select, option, noscript')) { continue; }
+  // Not drawn (a closed <details>, display: none, visibility: hidden): not laid over anything.
+  if (parent.checkVisibility && !parent.checkVisibility({visibilityProperty: true, contentVisibilityAuto: true})) { continue; }
+  var range = document.createRange();
+  range.selectNodeContents(node);
+  var rects = range.getClientRects();
+  for (var i = 0; i < rects.length; i++) {
+    var r = rects[i];
+    if (r.width < 1 || r.height < 1) { continue; }
+    boxes.push({f: fragment, l: r.left + scrollX, t: r.top + scrollY, r: r.right + scrollX, b: r.bottom + scrollY,
+                text: text.slice(0, 60)});
+  }
+  var style = getComputedStyle(parent);
+  if ((style.overflowX === 'hidden' || style.overflowX === 'clip' || style.textOverflow === 'ellipsis')
+      && parent.scrollWidth > parent.clientWidth + 1) { clipped.push(text.slice(0, 60)); }
+  fragment++;
+}
+boxes.sort(function (a, b) { return a.t - b.t; });
+var overlaps = [];
+for (var a = 0; a < boxes.length && overlaps.length < 50; a++) {
+  for (var b = a + 1; b < boxes.length && boxes[b].t < boxes[a].b - 1; b++) {
+    var p = boxes[a], q = boxes[b];
+    if (p.f === q.f) { continue; }
+    var w = Math.min(p.r, q.r) - Math.max(p.l, q.l), h = Math.min(p.b, q.b) - Math.max(p.t, q.t);
+    if (w > 1 && h > 1) { overlaps.push([p.text, q.text, Math.round(p.l), Math.round(p.t)]); }
+  }
+}
+return {fragments: fragment, boxes: boxes.length, overlaps: overlaps, clipped: clipped};
+"""
+
+
+def text_layout(driver) -> dict:
+    """The page's text as laid out now: ``fragments`` and ``boxes`` counted, ``overlaps`` (pairs of text
+    fragments whose boxes overlap, with the first one's position) and ``clipped`` (text its own element cuts off)."""
+    return driver.execute_script(_LAYOUT_SCRIPT)
+
+
+def load_milliseconds(driver) -> float:
+    """The last navigation's time to the load event, by the browser's own Navigation Timing."""
+    return float(driver.execute_script(
+        "var n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime;"))

@@ -20,9 +20,11 @@ in the run's sample store (``store.root`` of its saved config, or ``--store``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
 import shlex
 import shutil
 import time
@@ -48,6 +50,8 @@ DEFAULT_THUMBNAIL = 256
 MAX_SWEEP_PLOTS = 8
 #: Marks a folder of report images as ours (so a rebuild may replace it, and nothing else).
 FOLDER_MARKER = ".harness-report"
+#: In the head of every page harness report writes: an existing --out without it is not replaced.
+PAGE_MARKER = '<meta name="generator" content="harness report">'
 
 
 @dataclass
@@ -74,14 +78,12 @@ def load_runs(paths: list[str]) -> list[Run]:
 
     from harness.data.prompts import PromptSet
     from harness.report.table import find_row_files
+    from harness.store.rows import read_rows
 
     runs = []
     for rows_file in find_row_files(paths):
         directory = rows_file.parent
-        try:
-            rows = pd.read_parquet(rows_file)
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{rows_file} cannot be read ({type(error).__name__}: {error}).") from None
+        rows = read_rows(rows_file)  # checked against the run's manifest
         run = Run(directory=directory, rows=rows)
         hydra_dir = directory / ".hydra"
         if (hydra_dir / "config.yaml").is_file():
@@ -153,8 +155,26 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
         numbers = pd.concat([pd.to_numeric(values[metric], errors="coerce"), lows[metric], highs[metric]]).dropna()
         numbers = numbers[np.isfinite(numbers.astype(float))]
         scales[metric] = (float(numbers.min()), float(numbers.max())) if len(numbers) else None
-    footnotes = [{"number": i + 1, "metric": m, "definition": definitions.get(m, ""), "kind": kinds.get(m, "")}
-                 for i, m in enumerate(metrics)]
+    families = threshold_families(metrics)
+    in_family = {m for members in families.values() for _, m in members}
+    first_of = {members[0][1]: name for name, members in families.items()}
+    columns: list[dict[str, Any]] = []  # in the pivot's order; a family where its first member was
+    for metric in metrics:
+        if metric in first_of:
+            columns.append({"name": first_of[metric], "members": families[first_of[metric]]})
+        elif metric not in in_family:
+            columns.append({"name": metric, "members": None})
+    footnotes = []
+    for number, column in enumerate(columns):
+        first = column["members"][0][1] if column["members"] else column["name"]
+        thresholds = ", ".join(f"{t:g}" for t, _ in column["members"]) if column["members"] else ""
+        definition = definitions.get(first, "")
+        if thresholds:
+            definition = f"{definition} Drawn against the threshold ({thresholds})." if definition else \
+                f"against the threshold ({thresholds})"
+        footnotes.append({"number": number + 1, "metric": column["name"], "definition": definition,
+                          "kind": kinds.get(first, ""), "family": bool(column["members"])})
+    scaled = {metric: has_scale(kinds.get(metric, "quality"), values[metric], lows[metric]) for metric in metrics}
     table_rows = []
     index_names = list(text.index.names)
     for position, key in enumerate(text.index):
@@ -162,16 +182,80 @@ def table_model(rows: pd.DataFrame) -> dict[str, Any] | None:
         identity = dict(zip(index_names, key))
         source = str(identity.get("source", ""))
         cells = []
-        for metric in metrics:
+        for column in columns:
+            if column["members"]:
+                cells.append(_curve_cell(column, [(t, _number(values.iloc[position][m])) for t, m in column["members"]],
+                                         [scales[m] for _, m in column["members"]]))
+                continue
+            metric = column["name"]
             value = _number(values.iloc[position][metric])
             low, high = _number(lows.iloc[position][metric]), _number(highs.iloc[position][metric])
             cells.append({"metric": metric, "text": str(text.iloc[position][metric]), "value": value,
-                          "low": low, "high": high, "bar": _bar(value, low, high, scales[metric])})
+                          "low": low, "high": high,
+                          "bar": _bar(value, low, high, scales[metric]) if scaled[metric] else None})
         table_rows.append({"published": source != "harness", "source": source,
                            "index": [_display(identity[name]) for name in index_names if name != "source"],
                            "cells": cells})
-    return {"index_names": [n for n in index_names if n != "source"], "metrics": metrics,
+    return {"index_names": [n for n in index_names if n != "source"], "metrics": [c["name"] for c in columns],
             "footnotes": footnotes, "rows": table_rows}
+
+
+#: ``miou@0.4`` or ``miou@0.4[NOUN]``: a metric at one threshold of a family.
+_THRESHOLD = re.compile(r"^(?P<base>.+)@(?P<threshold>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<item>\[.*\])?$")
+
+
+def threshold_families(metrics: list[str]) -> dict[str, list[tuple[float, str]]]:
+    """Columns of one metric at several thresholds (``miou@0.2`` ... ``miou@0.6``): family name
+    (``miou@τ``, with any ``[item]`` kept) -> [(threshold, column)] by threshold; families of two or more."""
+    found: dict[str, list[tuple[float, str]]] = {}
+    for metric in metrics:
+        match = _THRESHOLD.match(metric)
+        if match:
+            name = f"{match['base']}@τ{match['item'] or ''}"
+            found.setdefault(name, []).append((float(match["threshold"]), metric))
+    return {name: sorted(members) for name, members in found.items() if len(members) >= 2}
+
+
+def has_scale(kind: str, values: pd.Series, lows: pd.Series) -> bool:
+    """Whether a column's bars mean something: not a cost (time, memory), and not a count (every
+    value a whole number and no interval anywhere in the column)."""
+    if kind == "cost":
+        return False
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    if numbers.empty:
+        return False
+    counts = bool(np.all(np.isclose(numbers, np.round(numbers)))) and pd.to_numeric(lows, errors="coerce").isna().all()
+    return not counts
+
+
+def _curve_cell(column: dict[str, Any], points: list[tuple[float, float | None]],
+                scales: list[tuple[float, float] | None]) -> dict[str, Any]:
+    """A threshold family's cell: a small polyline (viewBox 100 x 30) of value against threshold, on
+    one y scale for the whole column, and the best value with its threshold as text."""
+    known = [(t, v) for t, v in points if v is not None]
+    spans = [s for s in scales if s is not None]
+    cell: dict[str, Any] = {"metric": column["name"], "curve": None, "value": None, "bar": None,
+                            "text": "", "points": [{"threshold": f"{t:g}", "text": "" if v is None else f"{v:.4g}"}
+                                                   for t, v in points]}
+    if not known:
+        return cell
+    best_threshold, best = max(known, key=lambda p: p[1])
+    cell["value"] = best
+    cell["text"] = f"max {best:.4g} @{best_threshold:g}"
+    low = min(s[0] for s in spans) if spans else min(v for _, v in known)
+    high = max(s[1] for s in spans) if spans else max(v for _, v in known)
+    thresholds = [t for t, _ in points]
+    t_low, t_high = min(thresholds), max(thresholds)
+
+    def x(t: float) -> float:
+        return round(4 + 92 * (t - t_low) / (t_high - t_low), 2) if t_high > t_low else 50.0
+
+    def y(v: float) -> float:
+        return round(26 - 22 * (v - low) / (high - low), 2) if high > low else 15.0
+
+    cell["curve"] = {"points": " ".join(f"{x(t)},{y(v)}" for t, v in known),
+                     "dots": [{"x": x(t), "y": y(v), "title": f"@{t:g}: {v:.4g}"} for t, v in known]}
+    return cell
 
 
 def _number(value: Any) -> float | None:
@@ -212,27 +296,37 @@ def _bar(value: float | None, low: float | None, high: float | None, scale: tupl
 # --------------------------------------------------------------------------------------------
 
 def sweep_plots(experiment: str, aggregates: pd.DataFrame, runs: list[Run], folder: Path, prefix: str) -> list[dict]:
-    """Figures of each quality metric against what the experiment varies; [{src, caption}]."""
+    """Figures of each quality metric with a scale against each numeric hyperparameter that varies
+    within a method (a sweep), one line per method; none for a plain comparison of methods (the
+    table shows it); and, for runs of several guiders, quality vs alignment per guider. [{src, metric, x}]"""
+    from harness.report.guidance_figure import guider_plots
     from harness.report.plots import plot_metric_vs
 
     ours = aggregates[aggregates["source"] == "harness"]
     if ours.empty:
         return []
+    plots = guider_plots(experiment, ours, folder, prefix)  # per guider: quality vs alignment
     xs = []
     for column in sorted(c for c in ours.columns if c.startswith("hp.")):
         numeric = pd.to_numeric(ours[column], errors="coerce")
-        if numeric.notna().all() and numeric.groupby(ours["method"]).nunique().max() > 1:
+        swept = numeric.groupby(ours["method"]).nunique()
+        if len(swept) and swept.max() > 1:
             xs.append(column)
-    if not xs and len(runs) > 1 and ours["method"].nunique() > 1:
-        xs.append("method")
-    plots = []
-    metrics = [m for m in ours["metric"].unique() if (ours[ours["metric"] == m]["kind"].fillna("quality") != "cost").all()]
+    metrics = []
+    for metric in ours["metric"].unique():
+        subset = ours[ours["metric"] == metric]
+        kind = "cost" if (subset["kind"].fillna("quality") == "cost").any() else "quality"
+        if has_scale(kind, subset["value"], subset["ci_low"] if "ci_low" in subset else pd.Series(dtype=float)):
+            metrics.append(metric)
     for x in xs:
         for metric in metrics:
             if len(plots) >= MAX_SWEEP_PLOTS:
                 return plots
-            subset = ours[ours["metric"] == metric]
-            if subset[x].notna().sum() < 2:
+            subset = ours[(ours["metric"] == metric) & pd.to_numeric(ours[x], errors="coerce").notna()]
+            # Only the methods swept along x: a method at a single x value is a point, not a line.
+            swept = pd.to_numeric(subset[x], errors="coerce").groupby(subset["method"]).nunique()
+            subset = subset[subset["method"].isin(swept[swept > 1].index)]
+            if subset.empty:
                 continue
             name = f"{prefix}_{_slug(metric)}_vs_{_slug(x.removeprefix('hp.'))}.png"
             try:
@@ -285,12 +379,21 @@ def _overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> Image.I
     return Image.fromarray((np.clip(blended, 0, 1) * 255).astype(np.uint8))
 
 
-def _label_colours(labels: np.ndarray, size: tuple[int, int] | None = None) -> Image.Image:
-    """Integer labels as a colour image (tab20 colours cycled; negative ids black)."""
+def _palette() -> np.ndarray:
+    """The gallery's class colours (matplotlib's tab20, as uint8 RGB)."""
     import matplotlib
 
+    return (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
+
+
+def _hex(colour: np.ndarray) -> str:
+    return "#" + "".join(f"{int(c):02x}" for c in colour[:3])
+
+
+def _label_colours(labels: np.ndarray, size: tuple[int, int] | None = None) -> Image.Image:
+    """Integer labels as a colour image (tab20 colours cycled by id; negative ids black)."""
     labels = np.asarray(labels).astype(np.int64)
-    palette = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
+    palette = _palette()
     coloured = palette[np.mod(labels, len(palette))]
     coloured[labels < 0] = 0
     pil = Image.fromarray(coloured)
@@ -299,17 +402,32 @@ def _label_colours(labels: np.ndarray, size: tuple[int, int] | None = None) -> I
     return pil
 
 
-def _word_masks_image(masks: dict[str, np.ndarray]) -> tuple[Image.Image, list[str]] | None:
+def _label_legend(labels: np.ndarray) -> list[dict[str, str]]:
+    """[{name, colour}] of the ids present in a label map, in :func:`_label_colours`' colours."""
+    palette = _palette()
+    present = sorted(int(v) for v in np.unique(np.asarray(labels).astype(np.int64)))
+    return [{"name": "unlabelled" if v < 0 else f"class {v}",
+             "colour": "#000000" if v < 0 else _hex(palette[v % len(palette)])} for v in present]
+
+
+def word_masks_image(masks: dict[str, np.ndarray], colours: dict[str, int] | None = None,
+                      size: tuple[int, int] | None = None) -> tuple[Image.Image, list[dict[str, str]]] | None:
+    """The words' truth masks as one colour image and its legend [{name, colour}]; ``colours`` (word ->
+    palette index, shared by a whole gallery and extended here) keeps a word's colour the same on every card."""
+    colours = {} if colours is None else colours
     words = [w for w, m in masks.items() if np.asarray(m).any()]
     if not words:
         return None
     shape = np.asarray(masks[words[0]]).shape
     labels = np.full(shape, -1, dtype=np.int64)
-    for index, word in enumerate(words):
+    for word in words:
+        colours.setdefault(word, len(colours))
         mask = np.asarray(masks[word]).astype(bool)
         if mask.shape == shape:
-            labels[mask] = index
-    return _label_colours(labels), words
+            labels[mask] = colours[word]
+    palette = _palette()
+    legend = [{"name": word, "colour": _hex(palette[colours[word] % len(palette)])} for word in words]
+    return _label_colours(labels, size), legend
 
 
 def _ground_truth_for(run: Run):
@@ -351,6 +469,7 @@ def gallery_model(experiment: str, runs: list[Run], images: _Images, store_root:
     cards: dict[tuple[str, str], dict[str, Any]] = {}
     notes: list[str] = []
     labels = _run_labels(runs)
+    colours: dict[str, int] = {}  # truth class (word) -> palette index, the same on every card
     for run_number, run in enumerate(runs):
         entries = _sample_entries(run)
         if not entries:
@@ -375,21 +494,30 @@ def gallery_model(experiment: str, runs: list[Run], images: _Images, store_root:
                 record = run.records.get(str(sample_id))
                 cards[card_id] = {"id": f"{card_id[0]}/{card_id[1]}", "dataset": card_id[0], "sample": card_id[1],
                                   "prompt": record.prompt if record is not None else "", "words": [], "variants": [],
-                                  "truth": None, "truth_words": []}
+                                  "image": None, "truth": None, "truth_legend": []}
             card = cards[card_id]
             sample = store.get(str(key))
             variant = _variant(run, run_number, str(method), str(sample_id), str(key), group, sample, images,
-                               base_images, ground_truth, labels[run_number], want_truth=card["truth"] is None)
+                               base_images, ground_truth, labels[run_number], want_truth=card["truth"] is None,
+                               colours=colours)
             # The ground truth belongs to the sample: drawn once per card, from its first variant that has one.
-            truth, truth_words = variant.pop("truth"), variant.pop("truth_words")
+            truth, truth_legend = variant.pop("truth"), variant.pop("truth_legend")
             if card["truth"] is None and truth is not None:
-                card["truth"], card["truth_words"] = truth, truth_words
+                card["truth"], card["truth_legend"] = truth, truth_legend
             card["variants"].append(variant)
             for word in variant["words"]:
                 if word not in card["words"]:
                     card["words"].append(word)
     if not cards:
         return {"cards": [], "notes": notes} if notes else None
+    for card in cards.values():
+        # The image once per card when every predictor of the sample drew on the same one (file names are
+        # pixel digests); where they differ (a PAG sweep generates one per setting) each variant shows its own.
+        shown = {v["image"] for v in card["variants"] if v["image"] is not None}
+        if len(shown) == 1:
+            card["image"] = shown.pop()
+            for variant in card["variants"]:
+                variant["image"] = None
     all_cards = list(cards.values())
     metrics = sorted({m for c in all_cards for v in c["variants"] for m in v["metrics"]})
     return {
@@ -464,7 +592,7 @@ def _run_labels(runs: list[Run]) -> list[str]:
 
 def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, group: pd.DataFrame, sample,
              images: _Images, base_images: dict[str, np.ndarray], ground_truth, run_label: str = "",
-             want_truth: bool = True) -> dict[str, Any]:
+             want_truth: bool = True, colours: dict[str, int] | None = None) -> dict[str, Any]:
     label = f"{method} ({run_label})" if run_label else method
     metrics = {}
     for metric, values in group.groupby("metric"):
@@ -473,14 +601,16 @@ def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, g
             metrics[str(metric)] = round(float(numbers.mean()), 6)
     variant: dict[str, Any] = {"method": method, "label": label, "run": run_number, "metrics": metrics,
                                "image": None, "overlays": [], "segmentation": None, "truth": None,
-                               "truth_words": [], "words": [], "missing": sample is None}
+                               "truth_legend": [], "words": [], "missing": sample is None}
     if sample is None:
         return variant
     stem = key[:24]
     image = sample.image
     if image is not None:
         base_images[sample_id] = image
-        variant["image"] = images.write(f"{stem}.png", image)
+        # Named by its pixels: the same image under several methods' keys is one file, shown once.
+        digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:24]
+        variant["image"] = images.write(f"img_{digest}.png", image)
     base = image if image is not None else base_images.get(sample_id)
     for name in sorted(sample.arrays):
         if not name.startswith(HEATMAP_PREFIX):
@@ -501,19 +631,20 @@ def _variant(run: Run, run_number: int, method: str, sample_id: str, key: str, g
             try:
                 truth = load_record_labels(record)
                 variant["truth"] = images.write(f"{stem}_gt.png", _label_colours(truth, size))
+                variant["truth_legend"] = _label_legend(truth)
             except (HarnessError, OSError, ValueError) as error:
                 log.debug("report: no label ground truth for %s (%s)", sample_id, error)
     elif variant["overlays"] and ground_truth is not None and want_truth:
         record = run.records.get(sample_id)
         if record is not None:
             try:
-                drawn = _word_masks_image(ground_truth.masks(record, sample))
+                drawn = word_masks_image(ground_truth.masks(record, sample), colours)
             except Exception as error:  # any ground-truth source may fail on one record; the page still builds
                 log.debug("report: no word-mask ground truth for %s (%s)", sample_id, error)
                 drawn = None
             if drawn is not None:
                 variant["truth"] = images.write(f"{stem}_gt.png", drawn[0])
-                variant["truth_words"] = drawn[1]
+                variant["truth_legend"] = drawn[1]
     return variant
 
 
@@ -562,6 +693,24 @@ def environment():
     return env
 
 
+def check_out(out: Path) -> None:
+    """``--out`` names an HTML file that is absent or a page harness report wrote; anything else
+    (a folder, another file) stops with one line and is left as it is."""
+    if out.is_dir():
+        raise HarnessError(f"--out {out} is a folder; give a file name ending in .html (e.g. {out / 'report.html'}).")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise HarnessError(f"--out {out}: give a file name ending in .html.")
+    if out.exists():
+        try:
+            with open(out, encoding="utf-8", errors="replace") as handle:
+                head = handle.read(4096)
+        except OSError as error:
+            raise HarnessError(f"--out {out} cannot be read ({error.strerror}); choose another --out.") from None
+        if PAGE_MARKER not in head:
+            raise HarnessError(f"--out {out} exists and was not written by harness report; it is left as it is. "
+                               "Choose another --out (or remove the file yourself).")
+
+
 def build_report(paths: list[str], out: str | Path = "report.html", store_root: str | Path | None = None,
                  with_baselines: bool = True, page_size: int = DEFAULT_PAGE_SIZE,
                  thumbnail: int = DEFAULT_THUMBNAIL, max_samples: int | None = None,
@@ -572,8 +721,7 @@ def build_report(paths: list[str], out: str | Path = "report.html", store_root: 
     began = time.perf_counter()
     cwd = Path.cwd() if cwd is None else Path(cwd)
     out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise HarnessError(f"--out {out}: give a file name ending in .html.")
+    check_out(out)
     runs = load_runs(paths)
     folder = out.parent / f"{out.stem}_files"
     if folder.exists() and not (folder / FOLDER_MARKER).is_file():

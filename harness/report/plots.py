@@ -34,6 +34,16 @@ def _varying(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
             and frame[c].astype(str).nunique(dropna=False) > 1]
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or str(value) in ("", "nan", "None")
+
+
+def line_label(columns: list[str], values: tuple) -> str:
+    """A line's legend entry: ``method=pag, layers=mid`` from the settings that split lines; a setting
+    the line does not have (NaN: another method's hyperparameter) is left out, never shown as ``nan``."""
+    return ", ".join(f"{c.removeprefix('hp.')}={v}" for c, v in zip(columns, values) if not _missing(v))
+
+
 def plot_metric_vs(rows: pd.DataFrame, x: str = "hp.pag_scale", metric: str = "fid", out: str | Path = "fid.png",
                    title: str | None = None) -> Path:
     """Plot aggregate ``metric`` against column ``x`` (one line per other varying setting); returns ``out``."""
@@ -60,24 +70,22 @@ def plot_metric_vs(rows: pd.DataFrame, x: str = "hp.pag_scale", metric: str = "f
         group = group.sort_values("_x") if not categorical else group.set_index("_x").loc[
             [v for v in order if v in set(group["_x"])]].reset_index()
         xs = [order.index(v) for v in group["_x"]] if categorical else group["_x"]
-        label_values = label if isinstance(label, tuple) else (label,)
-        name = ", ".join(f"{c.removeprefix('hp.')}={v}" for c, v in zip(groups, label_values)) or metric
+        name = line_label(groups, label if isinstance(label, tuple) else (label,)) or metric
         errors = None
         if "ci_low" in group.columns and group["ci_low"].notna().all() and group["ci_high"].notna().all():
             errors = [group["value"] - group["ci_low"], group["ci_high"] - group["value"]]
         axis.errorbar(xs, group["value"], yerr=errors, marker="o", capsize=3, label=name)
     if categorical:
-        axis.set_xticks(range(len(order)), order)
+        axis.set_xticks(range(len(order)), order, rotation=30, ha="right")
     axis.set_xlabel(x.removeprefix("hp."))
     axis.set_ylabel(metric)
     axis.set_title(title or f"{metric} vs {x.removeprefix('hp.')}")
-    if groups:
-        axis.legend(fontsize=7)
+    if groups:  # outside the axes, so it never hides a line or a label
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     axis.grid(alpha=0.3)
-    figure.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
+    figure.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 
 from harness import REPO_ROOT
 from harness.errors import DataError
-from harness.store.rows import IDENTITY_COLUMNS, ROWS_FILE
+from harness.store.rows import IDENTITY_COLUMNS, ROWS_FILE, read_rows
 
 BASELINES_DIR = REPO_ROOT / "baselines"
 ALWAYS_SHOWN = ["dataset", "model", "method"]
@@ -45,7 +46,7 @@ def load_rows(paths: list[str], with_baselines: bool = True) -> pd.DataFrame:
     """Aggregate rows of the runs under ``paths``, plus matching published numbers."""
     frames = []
     for path in find_row_files(paths):
-        frame = pd.read_parquet(path)
+        frame = read_rows(path)
         frames.append(frame[frame["level"] == "aggregate"])
     rows = pd.concat(frames, ignore_index=True)
     if with_baselines:
@@ -62,8 +63,10 @@ def _format_value(row: pd.Series) -> str:
         return ""
     text = f"{value:.4g}"
     low, high = row.get("ci_low"), row.get("ci_high")
-    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high) and low != high:
-        text += f" [{low:.4g}, {high:.4g}]"
+    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high):
+        # a zero-width interval is marked, not shown as [x, x] nor hidden
+        zero = math.isclose(low, high, rel_tol=1e-9, abs_tol=1e-12)
+        text += f" [{low:.4g}, {high:.4g}]" if not zero else " [zero width]"
     return text
 
 
@@ -138,7 +141,7 @@ def load_sample_rows(paths: list[str]) -> pd.DataFrame:
     """Per-sample quality rows (``level == "sample"``) of the runs under ``paths``."""
     frames = []
     for path in find_row_files(paths):
-        frame = pd.read_parquet(path)
+        frame = read_rows(path)
         frames.append(frame[frame["level"] == "sample"])
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not rows.empty and "kind" in rows.columns:
@@ -165,12 +168,12 @@ def compare_table(paths: list[str], reference: str, metrics: list[str] | None = 
     For each metric with per-sample values, a predictor's value on an image is the mean of its
     rows for that sample (an image with several nouns: the mean over its nouns). The difference
     is the mean over the images both predictors scored of (predictor - reference), with a 95%
-    percentile bootstrap interval over those images (:func:`harness.metrics.stats.paired_differences`:
+    percentile bootstrap interval over those images (:func:`harness.stats.paired_differences`:
     seeded, the same resamples for every predictor). Predictors scored on other samples get no
     difference and say so; metrics without per-sample values (dataset-level figures such as
     FID) are listed with that reason.
     """
-    from harness.metrics.stats import paired_differences
+    from harness.stats import paired_differences
 
     samples = load_sample_rows(paths)
     aggregates = load_rows(paths, with_baselines=False)
@@ -227,6 +230,8 @@ def _format_difference(result: dict) -> str:
     text = f"{result['difference']:+.4g}"
     if result["ci_low"] is not None:
         text += f" [{result['ci_low']:+.4g}, {result['ci_high']:+.4g}]"
+        if math.isclose(result["ci_low"], result["ci_high"], rel_tol=1e-9, abs_tol=1e-12):  # said, not [x, x]
+            text += " (zero width: every resample gave the same difference)"
     return text
 
 

@@ -1,4 +1,4 @@
-"""Hyperparameters of the guidance methods: ``plain``, ``cfg``, ``pag``, ``cfg_pag``.
+"""Hyperparameters of the guidance methods: ``plain``, ``cfg``, ``pag``, ``cfg_pag``, ``guider``.
 
 The classifier-free guidance scale is ``generation.guidance_scale`` (shared by every method);
 ``plain`` and ``pag`` switch CFG off (scale 1), ``plain`` and ``cfg`` switch PAG off.
@@ -7,6 +7,7 @@ The classifier-free guidance scale is ``generation.guidance_scale`` (shared by e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.config import MethodConfig, add_schema
 
@@ -59,3 +60,28 @@ add_schema("method", "plain_schema", PlainConfig)
 add_schema("method", "cfg_schema", CFGConfig)
 add_schema("method", "pag_schema", PAGConfig)
 add_schema("method", "cfg_pag_schema", CFGPAGConfig)
+
+
+@dataclass
+class GuiderConfig(PlainConfig):
+    """Any guider of ``diffusers.guiders`` by class name (harness/methods/guiders.py)."""
+
+    name: str = "guider"
+    #: a class of diffusers.guiders, e.g. ClassifierFreeGuidance, PerturbedAttentionGuidance,
+    #: SmoothedEnergyGuidance, AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance ...
+    guider: str = "ClassifierFreeGuidance"
+    #: the guider's own constructor arguments, passed through (guidance_scale defaults to
+    #: generation.guidance_scale), e.g. {perturbed_guidance_scale: 3.0}
+    params: dict[str, Any] = field(default_factory=dict)
+    #: the guidance interval, as fractions of the steps (every guider has one)
+    start: float = 0.0
+    stop: float = 1.0
+    #: hook-based guiders (PAG, SEG, SLG, AutoGuidance): the transformer blocks they perturb,
+    #: '<module list>.<index>'; the default is the UNet mid block's (the PAG paper's layer)
+    layers: list[str] = field(default_factory=lambda: ["mid_block.attentions.0.transformer_blocks.0"])
+    #: equal cost: network calls per image; the steps become the most that fit (declared rule,
+    #: harness.methods.guiders.steps_for_budget); null = generation.steps
+    budget_calls: int | None = None
+
+
+add_schema("method", "guider_schema", GuiderConfig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +33,16 @@ PROVENANCE_COLUMNS = ["git_sha", "config_hash", "versions", "run_dir"]
 SAMPLE_PROVENANCE_COLUMNS = {"sample_git_sha": "git_sha", "sample_versions": "versions", "sample_created": "created"}
 ROWS_FILE = "rows.parquet"
 SUMMARY_FILE = "summary.csv"
+#: The rows column naming the ``metric:`` entry an aggregate row came from (a metric may write
+#: rows under other names, e.g. ``bias.<attribute>.skew``).
+ENTRY_COLUMN = "metric_entry"
+#: Why an aggregate's value is empty (NaN): every empty cell carries one.
+SKIPPED_REASON_COLUMN = "skipped_reason"
+#: Says when an aggregate's interval has zero width (every value, or every resample, was the same).
+CI_NOTE_COLUMN = "ci_note"
+DEGENERATE_NOTE = "zero-width interval: every value (or resample) was the same; it says nothing about spread"
+#: The run folder's manifest: the SHA-256 of rows.parquet and summary.csv, checked by every reader.
+RUN_MANIFEST = "manifest.json"
 VERSIONED_PACKAGES = ["torch", "diffusers", "transformers", "torchmetrics", "numpy"]
 
 
@@ -49,6 +60,12 @@ class MetricResult:
     definition: str = ""
     #: extra hp.* or identity overrides for this row (e.g. a baseline's own method name)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def skipped_result(metric: str, reason: str, kind: str = "quality") -> MetricResult:
+    """The aggregate row of something that was skipped: value NaN, n 0, the reason beside it."""
+    return MetricResult(metric, math.nan, 0, kind=kind, definition=f"skipped: {reason}",
+                        extra={SKIPPED_REASON_COLUMN: reason})
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:
@@ -117,8 +134,14 @@ def build_rows(
                "ci_low": _float_or_none(result.ci_low), "ci_high": _float_or_none(result.ci_high),
                "n": int(result.n), "kind": result.kind, "definition": result.definition,
                "source": "harness"}
+        if row["ci_low"] is not None and row["ci_high"] is not None and math.isclose(
+                row["ci_low"], row["ci_high"], rel_tol=1e-9, abs_tol=1e-12):  # said, not shown as [x, x]
+            row[CI_NOTE_COLUMN] = DEGENERATE_NOTE
         row.update(hparams)
         row.update(result.extra)
+        if math.isnan(row["value"]) and not row.get(SKIPPED_REASON_COLUMN):  # an empty cell always says why
+            row[SKIPPED_REASON_COLUMN] = (f"no value: {result.metric} had nothing to score" if not result.n else
+                                          f"no finite value from {result.n} scored item(s)")
         records.append(row)
     for item in per_sample:
         row = {**identity, "level": "sample", "sample_id": str(item["sample_id"]), "item": item.get("item"),
@@ -131,7 +154,7 @@ def build_rows(
         row.update(item.get("extra", {}))
         records.append(row)
     frame = pd.DataFrame.from_records(records)
-    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS]:
+    for column in [*ROW_COLUMNS, *SAMPLE_PROVENANCE_COLUMNS, CI_NOTE_COLUMN, SKIPPED_REASON_COLUMN]:
         if column not in frame.columns:
             frame[column] = None
     for column, value in provenance.items():
@@ -149,7 +172,57 @@ def write_rows(frame: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
     _atomic_write(rows_path, lambda p: _normalise_for_parquet(frame).to_parquet(p, index=False))
     summary = frame[frame["level"] == "aggregate"]
     _atomic_write(summary_path, lambda p: summary.to_csv(p, index=False))
+    write_manifest(run_dir, [rows_path, summary_path])
     return rows_path, summary_path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: Path, files: list[Path]) -> Path:
+    """``manifest.json``: the SHA-256 of each of ``files`` (written last, atomically)."""
+    document = {"format": 1, "files": {path.name: _sha256(path) for path in files}}
+    path = run_dir / RUN_MANIFEST
+    _atomic_write(path, lambda p: p.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n"))
+    return path
+
+
+def verify_run_file(path: str | Path) -> None:
+    """Raise a DataError when ``path`` (rows.parquet or summary.csv of a run folder) does not match
+    the checksum its folder's manifest records. A folder without a manifest (written before
+    manifests existed) is not checked."""
+    from harness.errors import DataError
+
+    path = Path(path)
+    manifest = path.parent / RUN_MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        recorded = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{manifest} is damaged (not the manifest a run writes); rerun the run to write it "
+                        "again (its samples are cached).") from None
+    if path.name not in recorded:
+        return
+    if _sha256(path) != recorded[path.name]:
+        raise DataError(f"{path} fails its checksum in {manifest}: it was edited or damaged after the run wrote "
+                        "it. Rerun the run to write it again (its samples are cached, nothing is regenerated).")
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """A run's ``rows.parquet``, verified against its folder's manifest; one DataError when it fails."""
+    from harness.errors import DataError
+
+    verify_run_file(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path} cannot be read ({type(error).__name__}: {error}).") from None
 
 
 def _normalise_for_parquet(frame: pd.DataFrame) -> pd.DataFrame:

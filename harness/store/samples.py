@@ -4,8 +4,10 @@ Each sample (an image, named arrays such as attention maps, and JSON metadata) l
 folder named by the SHA-256 of everything that determines it. A sample is written into a
 temporary folder and renamed into place in one step, so an entry is either complete or absent:
 a run killed at any moment (SIGKILL included) loses only the sample in flight, and a rerun
-reuses every finished one. Each file's checksum is kept in the metadata so a damaged entry is
-detected on reuse and regenerated.
+reuses every finished one. Each file's checksum is kept in the metadata, the metadata carries its
+own checksum (``meta_sha256``, over the rest of the document) and the digest of the sample's
+arrays (``arrays_digest``, over their names, dtypes, shapes and bytes), so a damaged or edited
+entry, or an arrays file that belongs to another entry, is detected on reuse and regenerated.
 
 Several writers (processes, or machines on one shared file system) may fill one store at once:
 an entry is made visible only by ``rename(2)`` of a complete folder, and renaming onto an
@@ -54,6 +56,10 @@ ARRAYS_FILE = "arrays.npz"
 ARRAYS_PREFIX, ARRAYS_SUFFIX = "arrays-", ".npz"
 #: What ``store.arrays`` may say: keep a run's per-sample arrays, or drop them once scored.
 ARRAYS_POLICIES = ("keep", "drop")
+#: meta.json's own checksum (SHA-256 of the rest of the document, canonical JSON).
+META_CHECKSUM = "meta_sha256"
+#: meta.json's digest of the sample's arrays (:func:`arrays_digest`).
+ARRAYS_DIGEST = "arrays_digest"
 #: Appended to (one JSON line per committed sample) so tools and tests can audit generation.
 EVENTS_FILE = "events.jsonl"
 
@@ -156,6 +162,9 @@ class SampleStore:
 
     def _read(self, folder: Path) -> Sample:
         meta_doc = json.loads((folder / META_FILE).read_text())
+        recorded = meta_doc.pop(META_CHECKSUM, None)  # entries written before it have none
+        if self.verify and recorded is not None and recorded != _document_sha256(meta_doc):
+            raise ValueError(f"checksum mismatch in {META_FILE} (edited after it was written)")
         checksums: dict[str, str] = meta_doc["checksums"]
         blobs = {}
         for name, expected in checksums.items():
@@ -178,6 +187,9 @@ class SampleStore:
             # allow_pickle=False: arrays only, never objects.
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
+            digest = meta_doc.get(ARRAYS_DIGEST)
+            if self.verify and digest is not None and digest != arrays_digest(arrays):
+                raise ValueError("the arrays file does not hold this entry's arrays (arrays_digest mismatch)")
         dropped = tuple(_declared_array_names(meta_doc)) if data is None else ()
         return Sample(image=image, arrays=arrays, meta=meta_doc["meta"], dropped_arrays=dropped)
 
@@ -217,8 +229,14 @@ class SampleStore:
         final = self.path(key)
         if final.is_dir():
             if sample.arrays and not self.has(key) and (final / META_FILE).is_file():
-                self._restore_arrays(key, final, sample.arrays)
-            return final
+                if self._recorded_arrays_digest(final) in (None, arrays_digest(sample.arrays)):
+                    self._restore_arrays(key, final, sample.arrays)
+                    return final
+                # regenerated arrays that differ from the recorded ones: the entry is written anew
+                log.warning("Sample %s regenerated with other arrays than recorded; its entry is rewritten.", key[:12])
+                shutil.rmtree(final, ignore_errors=True)
+            else:
+                return final
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{key[:12]}-"))
         try:
@@ -232,7 +250,11 @@ class SampleStore:
                 _write(staging / _arrays_name(data), data)  # the name is the checksum
             meta_doc = {"key": key, "spec": spec, "meta": sample.meta, "checksums": checksums,
                         "array_names": sorted(sample.arrays)}
-            text = json.dumps(meta_doc, sort_keys=True, indent=1, default=_json_default)
+            if sample.arrays:
+                meta_doc[ARRAYS_DIGEST] = arrays_digest(sample.arrays)
+            meta_doc = json.loads(json.dumps(meta_doc, default=_json_default))  # as it will be read back
+            meta_doc[META_CHECKSUM] = _document_sha256(meta_doc)
+            text = json.dumps(meta_doc, sort_keys=True, indent=1)
             _write(staging / META_FILE, text.encode("utf-8"))
             _fsync_dir(staging)
             try:
@@ -249,6 +271,13 @@ class SampleStore:
             raise
         self._log_event(key)
         return final
+
+    @staticmethod
+    def _recorded_arrays_digest(folder: Path) -> str | None:
+        try:
+            return json.loads((folder / META_FILE).read_text()).get(ARRAYS_DIGEST)
+        except (OSError, ValueError):
+            return None
 
     def _restore_arrays(self, key: str, final: Path, arrays: dict[str, np.ndarray]) -> None:
         """Put a regenerated sample's arrays into its entry: written beside the entry, then
@@ -394,6 +423,22 @@ def _encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
     return buffer.getvalue()
+
+
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays' names, dtypes, shapes and bytes (not the npz file's bytes, which
+    carry zip timestamps): what ties an arrays file to its entry."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode("utf-8"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _document_sha256(document: dict[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _arrays_name(data: bytes) -> str:

@@ -25,7 +25,7 @@ several objects share a word); "background" and the background colour word -> th
 
 Validation: :func:`annotator_miou` scores the annotator on renders degraded like generations
 (``harness.toy.evaluator.degrade``: blur, colour shift, contrast, noise) against the renderer's
-exact masks: ``python -m harness.toy.annotator --n 500``.
+exact masks: ``harness toy annotator --n 500``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from harness.errors import DataError
-from harness.metrics.overlap import mask_iou
+from harness.overlap import mask_iou
 from harness.toy.world import (
     ALL_COLOURS,
     BACKGROUND_WORD,
@@ -228,7 +228,7 @@ class ToyAnnotator:
             if member.sum() >= self.min_pixels:
                 core_ids.append(core)
                 colours.append(np.median(pixels[member], axis=0))
-        regions = self._grow(pixels, background, cores, core_ids, colours)
+        regions = self.grow(pixels, background, cores, core_ids, colours)
         labels = np.zeros(image.shape[:2], dtype=np.int32)
         if regions:
             shapes = None
@@ -242,7 +242,7 @@ class ToyAnnotator:
                     labels[region] = UNASSIGNED
         return Annotation(labels, parsed, background, colours)
 
-    def _grow(self, pixels: np.ndarray, background: np.ndarray, cores: np.ndarray,
+    def grow(self, pixels: np.ndarray, background: np.ndarray, cores: np.ndarray,
               core_ids: list[int], colours: list[np.ndarray]) -> list[np.ndarray]:
         """Each core's region: pixels nearer its colour than the background's, within reach, connected."""
         if not core_ids:
@@ -347,7 +347,7 @@ def annotator_miou(n: int = 200, split: str = "toy_gen", seed: int = 0, degraded
 
 def main(argv: list[str] | None = None) -> int:
     """Print the annotator's mIoU on degraded and clean renders as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.annotator", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness toy annotator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--split", default="toy_gen")

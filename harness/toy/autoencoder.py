@@ -36,7 +36,8 @@ def build_autoencoder() -> AutoencoderKL:
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC images -> float NCHW in [-1, 1], the range diffusers' VAEs use."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    # a copy: images read back from the store are read-only, which torch.from_numpy warns about
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def train_autoencoder(

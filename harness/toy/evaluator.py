@@ -5,7 +5,7 @@ penultimate layer is the feature extractor for FID/IS in the toy world. Generate
 not clean renders (soft edges, colour drift, speckle), so it trains on renders degraded the
 same way (`degrade`).
 
-    python -m harness.toy.evaluator --out weights/toy/evaluator   # train and save
+    harness toy evaluator --out weights/toy/evaluator   # train and save
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from harness.toy.fit import fit, load_weights
 from harness.toy.splits import ALL_PAIRS
 
 WEIGHTS_FILE = "evaluator.safetensors"
-RETRAIN_COMMAND = "python -m harness.toy.evaluator --out weights/toy/evaluator"
+RETRAIN_COMMAND = "harness toy evaluator --out weights/toy/evaluator"
 
 
 class ToyEvaluator(nn.Module):
@@ -105,8 +105,18 @@ def train_evaluator(pool, out_dir: Path, steps: int = 1000, batch_size: int = 64
 
 
 def load_evaluator(directory: Path) -> ToyEvaluator:
-    """Load the evaluator from `directory`; a missing or unreadable file raises :class:`MissingWeightsError`."""
-    return load_weights(ToyEvaluator(), Path(directory) / WEIGHTS_FILE, "evaluator", RETRAIN_COMMAND)
+    """Load the evaluator from `directory`; a missing or unreadable file raises :class:`MissingWeightsError`.
+
+    Loaded once per process per weight file (the judge of gen_accuracy, the toy annotator, the
+    DALL-Eval toy reader and the FID/IS features all share it); treat it as read-only."""
+    from harness.registry import load_once
+
+    path = Path(directory) / WEIGHTS_FILE
+    stat = path.stat() if path.is_file() else None
+    if stat is None:  # the message of load_weights, without caching a failure
+        return load_weights(ToyEvaluator(), path, "evaluator", RETRAIN_COMMAND)
+    return load_once(("toy_evaluator", str(path.resolve()), stat.st_mtime_ns, stat.st_size),
+                     lambda: load_weights(ToyEvaluator(), path, "evaluator", RETRAIN_COMMAND))
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ tokenizer's id for the same token (start, end/padding and every vocabulary word)
 shipped encoder computes exactly what it computed in training; tokens outside the vocabulary
 (character fallbacks) get the mean word embedding.
 
-    python -m harness.toy.export results/toy_train/toy weights/toy
+    harness toy export results/toy_train/toy weights/toy
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from harness.errors import HarnessError
 from harness.models.clip_tokenizer import build_clip_tokenizer
 from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, V1, TokenSpace
-from harness.toy.unet import sampling_scheduler
+from harness.toy.unet import load_ema_unet, sampling_scheduler
 
 #: Captions the export's round trip checks, per world (by vocabulary size).
 _CHECK_TEXTS = {
@@ -89,8 +89,6 @@ def export_pipeline(run_dir: Path, out_dir: Path, tokens: TokenSpace = V1,
                     check_texts: list[str] | None = None) -> StableDiffusionPipeline:
     """Write run_dir's autoencoder, text encoder and EMA UNet as a StableDiffusionPipeline folder
     (`tokens`: the world's token space; `check_texts`: captions of the round-trip check)."""
-    from harness.toy.train import load_ema_unet
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     # A decoder fine-tuned with the encoder frozen (autoencoder.finetune_decoder) decodes the same
     # latents better; use it when the run has one.
@@ -150,7 +148,7 @@ def write_loss_curve(run_dirs: list[Path], png: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.toy.export RUN_DIR OUT_DIR`: export and plot the loss curve."""
+    """`harness toy export RUN_DIR OUT_DIR`: export and plot the loss curve."""
     parser = argparse.ArgumentParser(prog="harness toy export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)

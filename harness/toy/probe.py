@@ -6,10 +6,11 @@ noises their latents at fixed timesteps, runs the UNet once per timestep under
 :class:`harness.attention.AttentionTracer` (every cross-attention layer, mid block included, all
 heads, conditional rows only; each layer's map upsampled bicubic to the latent grid, clamped at
 zero, averaged over (layer, head) and summed over timesteps: the harness's DAAM capture), then
-min-max normalises each word's map, thresholds it at 0.4 and scores its IoU against the exact
+turns each word's map into the harness's DAAM mask (:func:`harness.heatmaps.heatmap_to_mask`:
+bilinear to the mask size, min-max normalised, > 0.4) and scores its IoU against the exact
 mask of the word's object. It is a training diagnostic, not the harness's DAAM metric.
 
-    python -m harness.toy.probe weights/toy          # the probe of a saved pipeline, as JSON
+    harness toy probe weights/toy          # the probe of a saved pipeline, as JSON
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import json
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness.attention import AttentionTracer, BatchLayout
-from harness.metrics.overlap import mask_iou
+from harness.heatmaps import DEFAULT_THRESHOLD, heatmap_to_mask
+from harness.overlap import mask_iou
 from harness.toy.splits import eval_indices, scene_for_index
 from harness.toy.tokens import encode
 from harness.toy.world import caption, render_scene
 
-THRESHOLD = 0.4
+THRESHOLD = DEFAULT_THRESHOLD
 #: The split every checkpoint choice reads (never "test").
 PROBE_SPLIT = "dev"
 
@@ -42,10 +43,8 @@ def word_map_ious(maps: np.ndarray, cap, masks: dict[int, np.ndarray]) -> dict[s
         if word.object_index is None or word.role not in scores:
             continue
         object_mask = masks[word.object_index + 1]
-        heat = torch.from_numpy(np.asarray(maps[position]))[None, None].float()
-        heat = F.interpolate(heat, size=(size, size), mode="bicubic", align_corners=False)[0, 0].numpy()
-        heat = (heat - heat.min()) / max(heat.max() - heat.min(), 1e-8)
-        scores[word.role].append(mask_iou(heat > THRESHOLD, object_mask))
+        mask = heatmap_to_mask(maps[position], (size, size), THRESHOLD)
+        scores[word.role].append(mask_iou(mask, object_mask))
         if word.role == "noun":
             scores["centre_blob"].append(mask_iou(blob, object_mask))
     return scores
@@ -96,7 +95,7 @@ def teacher_forced_probe(unet, text_encoder, vae, scheduler, n_scenes: int = 48,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness toy probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="a saved toy pipeline folder (e.g. weights/toy)")
     parser.add_argument("--scenes", type=int, default=48, help="dev scenes to probe (default 48, as during training)")

@@ -2,14 +2,14 @@
 
 DAAM's paper compares its word maps with a supervised segmenter; in the toy world that role is
 played by this net, which labels every pixel of a 32x32 image with one of
-``harness.data.toy_sets.SCENE_CLASSES`` (background or one of the five shapes). It is
+``harness.toy.world.SCENE_CLASSES`` (background or one of the five shapes). It is
 hand-written because no library ships a segmenter sized for 32x32 toy images (torchvision's
 are built and pretrained for ImageNet/COCO-sized photographs). Like the evaluator it trains on
 renders degraded like generated images (``harness.toy.evaluator.degrade``), from the
 ``judge_train`` split, which holds every (colour, shape) pair, so that toy_unreal objects are
 not out of distribution for it.
 
-    python -m harness.toy.segmenter --out weights/toy/segmenter   # train, score and save
+    harness toy segmenter --out weights/toy/segmenter   # train, score and save
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.data.toy_sets import SCENE_CLASSES
-from harness.metrics.overlap import confusion_matrix
+from harness.overlap import confusion_matrix
 from harness.toy.fit import fit, load_weights
+from harness.toy.splits import render_toy_scene
+from harness.toy.world import SCENE_CLASSES
 
 WEIGHTS_FILE = "segmenter.safetensors"
 METRICS_FILE = "metrics.json"
-RETRAIN_COMMAND = "python -m harness.toy.segmenter --out weights/toy/segmenter"
+RETRAIN_COMMAND = "harness toy segmenter --out weights/toy/segmenter"
 INPUT_SIZE = 32
 
 
@@ -130,10 +131,10 @@ def segment(model: ToySegmenter, images_uint8: np.ndarray) -> np.ndarray:
 def scores_from_confusion(confusion: np.ndarray) -> dict[str, object]:
     """Pixel accuracy, per-class IoU (pixels pooled over the set) and their mean over SCENE_CLASSES.
 
-    ``confusion`` is :func:`harness.metrics.overlap.confusion_matrix` (either orientation); the
+    ``confusion`` is :func:`harness.overlap.confusion_matrix` (either orientation); the
     scores are the unsupervised-segmentation metrics' with the identity matching (segment k = class k).
     """
-    from harness.metrics.unsupervised_seg import matched_counts, scores_from_counts
+    from harness.overlap import matched_counts, scores_from_counts
 
     confusion = np.asarray(confusion)
     scores = scores_from_counts(*matched_counts(confusion, np.arange(len(confusion))), int(confusion.sum()))
@@ -149,7 +150,6 @@ def held_out_scores(model: ToySegmenter, split: str = "toy_gen", n: int = 500, d
     Degraded images go through ``degrade`` (seeded by ``seed``) and are quantised to uint8, as a
     generated image would be, before they are segmented.
     """
-    from harness.data.toy_sets import render_toy_scene
     from harness.toy.autoencoder import images_to_tensor
     from harness.toy.evaluator import degrade
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train the segmenter, score it on held-out renders and save weights and ``metrics.json``."""
     from harness.toy.data import load_or_render_pool
 
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.segmenter", description=__doc__,
+    parser = argparse.ArgumentParser(prog="harness toy segmenter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights/toy/segmenter"))
     parser.add_argument("--steps", type=int, default=1500)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.toy.world import OBJECT_COLOURS, SHAPES, Scene, sample_scene_with
+from harness.toy.world import OBJECT_COLOURS, SCENE_CLASSES, SHAPES, Scene, render_scene, sample_scene_with
 
 #: (colour, shape) pairs that never appear in training: one per shape, a diagonal of the grid.
 WITHHELD_PAIRS: tuple[tuple[str, str], ...] = (
@@ -122,3 +122,11 @@ def scene_rng(split: str, index: int, n_objects: int | None = None) -> np.random
 def scene_for_index(split: str, index: int, n_objects: int | None = None) -> Scene:
     """Scene number `index` of `split`; the same arguments always give the same scene."""
     return sample_scene(scene_rng(split, index, n_objects), split, n_objects=n_objects)
+
+
+def render_toy_scene(split: str, index: int, n_objects: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 HxWx3, semantic labels int32 HxW: 0 background, 1.. per shape in SCENE_CLASSES)."""
+    scene = scene_for_index(split, index, n_objects)
+    image, instance = render_scene(scene)
+    classes = np.array([0] + [SCENE_CLASSES.index(obj.shape) for obj in scene.objects], dtype=np.int32)
+    return image, classes[instance]

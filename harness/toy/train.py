@@ -1,8 +1,8 @@
 """Train the toy text-to-image model: autoencoder, toy CLIP text encoder, then the UNet.
 
-    python -m harness.toy.train --run-name toy                 # start (or run missing stages)
-    python -m harness.toy.train --resume results/toy_train/toy # continue the UNet from its checkpoint
-    python -m harness.toy.train --resume results/toy_train/toy --export weights/toy
+    harness toy train --run-name toy                 # start (or run missing stages)
+    harness toy train --resume results/toy_train/toy # continue the UNet from its checkpoint
+    harness toy train --resume results/toy_train/toy --export weights/toy
 
 Stages run in order and are skipped when their output exists in the run folder:
 `vae/` (AutoencoderKL), `text_encoder/` (pretrained toy CLIP, then frozen), `unet_checkpoint/`
@@ -31,9 +31,7 @@ from harness.toy.data import load_or_render_pool
 from harness.toy.probe import teacher_forced_probe
 from harness.toy.text_encoder import pretrain_text_encoder
 from harness.toy.tokens import V1, TokenSpace
-from harness.toy.unet import build_unet, training_scheduler
-
-CHECKPOINT = "unet_checkpoint"
+from harness.toy.unet import CHECKPOINT, build_unet, training_scheduler
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -114,18 +112,6 @@ def _save_checkpoint(run_dir: Path, unet, ema: EMAModel, optimizer, rng: np.rand
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_ema_unet(run_dir: Path):
-    """The UNet of a run's checkpoint with its EMA weights (what gets exported)."""
-    path = Path(run_dir) / CHECKPOINT / "ema_unet.safetensors"
-    if not path.exists():
-        raise HarnessError(f"no UNet checkpoint at {path}; train one with `python -m harness.toy.train`")
-    unet = build_unet()
-    missing, unexpected = unet.load_state_dict(load_file(path), strict=False)
-    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
-        raise HarnessError(f"{path} does not match the toy UNet (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return unet.eval()
-
-
 def learning_rate_at(step: int, args: argparse.Namespace) -> float:
     """Linear warm-up, constant, then (with --decay-steps) a linear decay to 10% at --unet-steps."""
     factor = min(1.0, step / args.warmup_steps)
@@ -164,7 +150,10 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
         unet.load_state_dict(load_file(checkpoint / "unet.safetensors"))
         shadow = load_file(checkpoint / "ema_unet.safetensors")
         ema.shadow_params = [shadow[n].clone() for n, _ in unet.named_parameters()]
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        if (checkpoint / "optimizer.pt").exists():
+            optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        else:  # a checkpoint shipped without its optimizer state (kept small in the repository)
+            print("checkpoint has no optimizer state: fresh AdamW moments", flush=True)
         generator.set_state(load_file(checkpoint / "generator.safetensors")["torch_generator"])
         state = json.loads((checkpoint / "state.json").read_text())
         rng.bit_generator.state = state.pop("numpy_rng")
@@ -277,7 +266,7 @@ def _prepare_v2(args: argparse.Namespace, run_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `harness toy train` / `python -m harness.toy.train`."""
+    """Entry point of `harness toy train` / `harness toy train`."""
     args = _parse(argv)
     torch.set_num_threads(args.threads)
     run_dir = args.resume if args.resume is not None else args.out_root / args.run_name

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from pathlib import Path
 
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+
+from harness.errors import HarnessError
 from harness.toy.text_encoder import HIDDEN_SIZE
+
+#: The folder of a training run that holds its latest UNet checkpoint.
+CHECKPOINT = "unet_checkpoint"
 
 LATENT_SIZE = 16
 # Stable Diffusion's training schedule ("scaled_linear" betas from 0.00085 to 0.012).
@@ -36,3 +43,15 @@ def sampling_scheduler() -> DDIMScheduler:
     """The scheduler shipped with the pipeline (DDIM on the training schedule, as SD 1.x ships)."""
     return DDIMScheduler(**SCHEDULE, prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False,
                          steps_offset=1)
+
+
+def load_ema_unet(run_dir: Path):
+    """The UNet of a run's checkpoint with its EMA weights (what gets exported)."""
+    path = Path(run_dir) / CHECKPOINT / "ema_unet.safetensors"
+    if not path.exists():
+        raise HarnessError(f"no UNet checkpoint at {path}; train one with `harness toy train`")
+    unet = build_unet()
+    missing, unexpected = unet.load_state_dict(load_file(path), strict=False)
+    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+        raise HarnessError(f"{path} does not match the toy UNet (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return unet.eval()

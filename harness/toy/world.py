@@ -26,6 +26,8 @@ IMAGE_SIZE = 32
 SUPERSAMPLING = 4
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart")
+#: Semantic classes of labelled scenes (toy_scenes label maps): 0 = background, then one class per shape.
+SCENE_CLASSES: tuple[str, ...] = ("background", *SHAPES)
 OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),

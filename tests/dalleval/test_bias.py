@@ -91,7 +91,7 @@ class FixedReader:
 
 
 def test_metric_on_a_stand_in_reader():
-    metric = BiasSkew(reader=FixedReader(), resamples=200)
+    metric = BiasSkew(judge=FixedReader(), resamples=200)
     metric.reset()
     image = np.zeros((4, 4, 3), np.uint8)
     answers = {"p1": ["a", "a", "a", None], "p2": ["a", "b", "b", "a"]}
@@ -130,7 +130,7 @@ def test_bias_prompts_leave_the_attributes_unsaid():
 
 def test_copying_generator_range_on_a_one_category_training_distribution():
     # the grammar paints every unsaid background white: a copying generator has MAD 2(K-1)/K^2 exactly
-    metric = BiasSkew(reader=FixedReader(), reference="toy_train", reference_scenes=300)
+    metric = BiasSkew(judge=FixedReader(), reference="toy_train", reference_scenes=300)
     metric.reset()
     metric.images = 3
     metric.entries = [(k, ("a star", None), "star", 1, "background", "white") for k in range(3)]

@@ -21,7 +21,8 @@ Each producer's entry holds its ``version``, a ``fingerprint`` and ``stats``:
 
 The runs use one torch thread and ``torch.use_deterministic_algorithms(True)``.
 
-Refresh after bumping a version (only the named producers are rewritten)::
+Refresh after bumping a version (only the runs that produce the named producers are run, and only
+their entries are rewritten)::
 
     PYTHONPATH=. python tests/models/method_fingerprints.py --refresh daam cfg_pag
     PYTHONPATH=. python tests/models/method_fingerprints.py --refresh --all
@@ -40,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-FINGERPRINT_FILE = Path(__file__).resolve().parents[1] / "fingerprints.json"
+from harness import REPO_ROOT
+
+FINGERPRINT_FILE = REPO_ROOT / "tests" / "fingerprints.json"
 TOLERANCE = 1e-3
 DECIMALS = 4
 PROJECTIONS = 4
@@ -53,7 +56,10 @@ RUNS: list[list[str]] = [
     ["experiment=daam_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=2",
      "generation.steps=2", "generation.guidance_scale=5.0", "generation.batch_size=2"],
     ["experiment=emerdiff_cocostuff", "model=tiny_random", "dataset=synthetic_segments", "smoke=true",
-     "~baseline.kmeans_colours", "method.save_difference_maps=true"],
+     "method.save_difference_maps=true"],
+    # Mask R-CNN with random weights (no weight file here): pins its detection -> word map path
+    ["experiment=smoke", "method=generate", "dataset.size=2", "generation.steps=2",
+     "+baseline.maskrcnn={weights: random, min_size: 64, max_size: 64}"],
     ["experiment=daam_pos_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0", "dataset.size=2",
      "generation.steps=2", "generation.batch_size=2"],
     ["experiment=entanglement_adjective_toy", "model=tiny_random", "dataset.split=test", "dataset.seed=0",
@@ -62,11 +68,11 @@ RUNS: list[list[str]] = [
       for name in ("variations", "interpolation", "textdiff")],
     ["experiment=unclip_variations", "method=unclip_daam", "model=tiny_karlo", "dataset.size=1", "generation.steps=2",
      "metric=[seconds_per_image]"],
+    ["experiment=concept_attention_voc_single", "model=tiny_flux", "dataset=synthetic_concepts", "dataset.size=2",
+     "dataset.params.single_class=true", "generation.height=64", "generation.width=64", "method.concept_layers=null"],
 ]
 #: baselines that need weights this machine does not have (fingerprinted where they run)
-NOT_RUN_HERE = {"maskrcnn": "torchvision COCO weights", "clipseg": "CLIPSeg weights", "detectron2": "detectron2 + weights",
-                # refuses the smoke images (K=4 > their 2-3 distinct colours: DataError); pin it once it runs on them
-                "kmeans_colours": "stops on the smoke images (more clusters than distinct colours)"}
+NOT_RUN_HERE = {"clipseg": "CLIPSeg weights", "detectron2": "detectron2 + weights"}
 
 
 def array_stats(array: np.ndarray) -> list[float]:
@@ -118,23 +124,28 @@ def differences(pinned: dict[str, list[float]], current: dict[str, list[float]])
 
 
 def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The run config of ``overrides`` (harness.compose, as every entry point), without the
+    experiment's ``selection.chosen``: the pins state their inputs, so a new selection on dev
+    does not move them."""
+    from omegaconf import open_dict
 
-    from harness import REPO_ROOT
-    from harness.config import register_configs
+    from harness.compose import compose
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose(overrides)
+    with open_dict(cfg):
+        cfg.selection.pop("chosen", None)
+    return cfg
 
 
-def compute_all(workdir: str | Path) -> dict[str, dict[str, Any]]:
-    """``{producer: {"kind", "version", "fingerprint", "stats"}}`` for every method and baseline the smoke runs exercise."""
+def producers_of(overrides: list[str]) -> set[str]:
+    """The method and baselines one fingerprint run produces (from its composed config, nothing run)."""
+    cfg = _compose(overrides)
+    return {str(cfg.method.name), *(str(name) for name in (cfg.get("baseline") or {}))}
+
+
+def compute_all(workdir: str | Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{producer: {"kind", "version", "fingerprint", "stats"}}`` for every method and baseline the
+    smoke runs exercise; with ``names``, only the runs that produce one of them are run."""
     import torch
 
     from harness.registry import BASELINES, METHODS
@@ -149,6 +160,8 @@ def compute_all(workdir: str | Path) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     try:
         for number, overrides in enumerate(RUNS):
+            if names is not None and not producers_of(overrides) & set(names):
+                continue
             store_root = workdir / f"store{number}"
             cfg = _compose([*overrides, f"store.root={store_root}", "model.device=cpu", "figures=false"])
             run_experiment(cfg, workdir / f"run{number}")
@@ -197,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true", help="rewrite the named entries (or all with --all)")
     parser.add_argument("--all", action="store_true")
     options = parser.parse_args(argv)
+    only = options.names if options.refresh and not options.all else None
+    if options.refresh and not options.all and not options.names:
+        parser.error("--refresh needs the names to refresh (or --all)")
     with tempfile.TemporaryDirectory() as workdir:
-        current = compute_all(workdir)
+        current = compute_all(workdir, only)  # --refresh NAME: only the runs that produce NAME
     pinned = load_pinned()
     if options.refresh:
         names = sorted(current) if options.all else options.names

@@ -61,3 +61,14 @@ def test_the_check_catches_a_change_and_a_version_bump():
     noisy = {**pinned["daam"], "fingerprint": "0" * 12,
              "stats": {k: [v + 1e-6 for v in values] for k, values in pinned["daam"]["stats"].items()}}
     assert check("daam", pinned["daam"], noisy) is None
+
+
+def test_refresh_of_one_name_reruns_only_the_runs_that_produce_it():
+    from .method_fingerprints import RUNS, producers_of
+
+    produced = [producers_of(overrides) for overrides in RUNS]
+    assert [i for i, names in enumerate(produced) if "daam" in names] == [5]  # the daam_toy run alone
+    assert RUNS[5][0] == "experiment=daam_toy"
+    assert [i for i, names in enumerate(produced) if "maskrcnn" in names] == [7]
+    # every pinned producer comes from some run, so every entry can be refreshed on its own
+    assert set(load_pinned()) <= set().union(*produced)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from harness import REPO_ROOT
 from harness.models.loader import KNOWN_MODELS
 from harness.models.standins import STANDINS, build_standin, save_standin, unet_config
 from harness.run import run_experiment
@@ -145,9 +146,24 @@ def standin_run(compose, experiment: str, name: str, folder: Path, tmp_path: Pat
 def test_daam_coco_on_the_sd2_standin(compose, standin_folders, tmp_path):
     cfg, outcome = standin_run(compose, "daam_coco", "sd2_base", standin_folders["sd2_base"], tmp_path)
     assert cfg.model.scheduler == "dpm_solver"  # the paper's sampler, as in the real run
-    summary = outcome.rows[outcome.rows["level"] == "aggregate"].set_index(["method", "metric"])["value"]
-    assert 0.0 <= summary[("daam", "miou")] <= 1.0
-    assert ("whole_image", "miou") in summary.index
+    rows = outcome.rows[outcome.rows["metric"] == "miou"]
+    summary = rows[rows["level"] == "aggregate"].set_index("method")["value"]
+    pairs = rows[rows["level"] == "sample"]
+    # mIoU is the mean over (image, noun) pairs of the per-pair rows, for the method and the baseline
+    for method in ("daam", "whole_image"):
+        assert summary[method] == pytest.approx(pairs[pairs["method"] == method]["value"].mean(), abs=1e-12)
+    # known answer: the whole image as the prediction has IoU |G| / (H W) with each noun's mask G
+    from harness.data.ground_truth import RecordGroundTruth, lookup, noun_lemmas
+    from harness.run import build_prompt_set
+
+    truth = RecordGroundTruth()
+    records = {record.id: record for record in build_prompt_set(cfg).records}
+    whole = pairs[pairs["method"] == "whole_image"]
+    assert len(whole) >= 1
+    for _, row in whole.iterrows():
+        record = records[row["sample_id"]]
+        mask = lookup(truth.masks(record), row["item"], noun_lemmas(record).get(row["item"]))
+        assert row["value"] == pytest.approx(mask.mean(), abs=1e-12)
 
 
 @pytest.mark.slow
@@ -155,7 +171,28 @@ def test_pag_coco_on_the_sd15_standin(compose, standin_folders, tmp_path):
     cfg, outcome = standin_run(compose, "pag_coco", "sd15", standin_folders["sd15"], tmp_path)
     assert cfg.method.name == "cfg_pag"
     fid = outcome.rows[(outcome.rows["level"] == "aggregate") & (outcome.rows["metric"] == "fid")]["value"]
-    assert len(fid) == 1 and np.isfinite(fid.iloc[0]) and fid.iloc[0] >= 0
+    assert len(fid) == 1
+    # the streamed figure agrees with the Frechet distance computed at once, by hand, on the same
+    # images: the run's samples read back from the store and the configured reference renders
+    from harness.metrics.features import PixelFeatures
+    from harness.store.samples import SampleStore
+    from harness.toy.data import render_pool
+
+    keys = json.loads((outcome.run_dir / "sample_keys.json").read_text())["cfg_pag"]
+    store = SampleStore(Path(cfg.store.root))
+    fake_images = [store.get(key).image for key in keys.values()]
+    options = dict(cfg.metric.fid.real_source_options)
+    real_images = render_pool(options["split"], int(options["n"]), workers=1).images
+    extractor = PixelFeatures(size=int(cfg.metric.fid.get("pixel_size", 8)))
+    from harness.metrics.features import images_to_tensor
+
+    fake = extractor(images_to_tensor(fake_images)).double().numpy()
+    real = extractor(images_to_tensor(list(real_images))).double().numpy()
+    mean_gap = float(((real.mean(0) - fake.mean(0)) ** 2).sum())
+    cov_real, cov_fake = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    cross = np.linalg.eigvals(cov_real @ cov_fake)  # tr sqrt(AB) = sum of sqrt of AB's eigenvalues
+    expected = mean_gap + np.trace(cov_real) + np.trace(cov_fake) - 2 * np.sqrt(np.clip(cross.real, 0, None)).sum()
+    assert fid.iloc[0] == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -187,13 +224,11 @@ def test_harness_daam_on_each_standin(name, standin_folders, tmp_path):
         assert sorted(npz.files) == ["cat", "tree"] and npz["cat"].shape == (8, 8)
         assert np.isfinite(npz["cat"]).all() and npz["cat"].max() > 0
     assert np.asarray(Image.open(out / "image.png")).shape == (64, 64, 3)
-    # the maps came from the model's cross-attention layers (every one of them at an allowed size)
-    assert {layer["heads"] for layer in meta["layers"]} <= set(STANDINS[name]["unet"]["attention_head_dim"]
-                                                               if isinstance(STANDINS[name]["unet"]["attention_head_dim"], list)
-                                                               else [STANDINS[name]["unet"]["attention_head_dim"]])
+    # the maps came from the model's cross-attention layers
+    assert meta["layers"] and all(name.endswith("attn2") for name in meta["layers"]), meta["layers"]
 
 
-EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+EXPERIMENT_DIR = REPO_ROOT / "conf" / "experiment"
 SPECIFIC = {"daam_coco", "pag_coco"}  # tested above with their own assertions
 
 

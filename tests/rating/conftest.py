@@ -42,3 +42,52 @@ def write_task(folder: Path, items: list[dict] | None = None, name: str = "daam_
 @pytest.fixture
 def task_dir(tmp_path: Path) -> Path:
     return write_task(tmp_path / "task")
+
+
+STUDY_ITEMS = 12
+#: Gold items: (item id, accepted answers); a clear match and a clear mismatch, twice each.
+GOLD = [("gold:match:0", [4, 5]), ("gold:miss:0", [1, 2]), ("gold:match:1", [4, 5]), ("gold:miss:1", [1, 2])]
+
+
+def write_study(folder: Path, max_gold_failures: int = 1) -> Path:
+    """A task of 12 study items (parts of speech NOUN/ADJ alternating) and 4 gold items, with the
+    exclusion rule ``max_gold_failures``."""
+    specs = [{"item_id": f"s{i}:w{i}:1", "word": f"w{i}", "pos": "NOUN" if i % 2 == 0 else "ADJ",
+              "prompt": f"prompt {i}"} for i in range(STUDY_ITEMS)]
+    specs += [{"item_id": item_id, "word": "gold", "pos": "GOLD", "prompt": "an attention check"} for item_id, _ in GOLD]
+    write_task(folder, specs, name="planted_study")
+    document = json.loads((folder / "task.json").read_text())
+    accepts = dict(GOLD)
+    for item in document["items"]:
+        if item["item_id"] in accepts:
+            item["gold"] = {"accept": accepts[item["item_id"]]}
+            item["group"] = {}
+    document["exclusion"] = {"max_gold_failures": max_gold_failures}
+    (folder / "task.json").write_text(json.dumps(document, indent=1))
+    return folder
+
+
+def study_truth() -> list[int]:
+    """The 'true' score of each study item: 1..5 cycling."""
+    return [1 + i % 5 for i in range(STUDY_ITEMS)]
+
+
+def simulated_answers(seed: int = 0) -> dict[str, dict[str, str]]:
+    """rater -> {item_id: answer}: three careful raters (the truth, one step off on a quarter of the
+    items) and one planted bad rater (uniform random scores, wrong on every gold item)."""
+    rng = np.random.default_rng(seed)
+    truth = study_truth()
+    answers: dict[str, dict[str, str]] = {}
+    for number, rater in enumerate(["ann", "bob", "cat"]):
+        mine = {}
+        for i, value in enumerate(truth):
+            off = 1 if (i + number) % 4 == 0 else 0
+            mine[f"s{i}:w{i}:1"] = str(min(5, value + off))
+        for item_id, accept in GOLD:
+            mine[item_id] = str(accept[-1])
+        answers[rater] = mine
+    bad = {f"s{i}:w{i}:1": str(int(rng.integers(1, 6))) for i in range(STUDY_ITEMS)}
+    for item_id, accept in GOLD:
+        bad[item_id] = "1" if 5 in accept else "5"
+    answers["zed"] = bad
+    return answers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.data.prompts import PromptRecord
+from harness.rating.access import ensure_access
 from harness.rating.app import create_app
 from harness.rating.results import rating_rows
 from harness.rating.task import RatingLog, load_task
@@ -23,8 +24,10 @@ def test_exported_task_loads_serves_and_tabulates(tmp_path):
     export_rating_task(tmp_path / "task", records, samples, pairs=6, tags=3, seed=0, name="contract")
     task = load_task(tmp_path / "task")
     assert task.name == "contract" and task.items and all(item.group.get("pos") for item in task.items)
-    client = create_app(task).test_client()
-    page = client.get("/rate?rater=ann").get_data(as_text=True)
+    access = ensure_access(task.folder, ["ann"])
+    client = create_app(task, access=access).test_client()
+    client.get(f"/r/{access.raters['ann']}")
+    page = client.get("/rate").get_data(as_text=True)
     assert f'id="word">{task.items[0].word}<' in page
     assert client.get(f"/media/{task.items[0].heatmap}").status_code == 200
     log = RatingLog(task)

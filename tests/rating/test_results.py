@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,3 +66,54 @@ def test_harness_table_reads_a_task_folder(task_dir, capsys):
     assert "mean_opinion_score" in out and "NOUN" in out and "human_rating" in out
     line = next(line for line in out.splitlines() if "| NOUN" in line)
     assert "3 [2, 4]" in line  # mean of items 4 and 2, bootstrap interval over the two items
+
+
+def test_simulated_study_excludes_the_planted_bad_rater_by_the_gold_rule(tmp_path):
+    from harness.errors import DataError
+    from harness.rating.results import rater_table, ratings_table
+
+    from .conftest import GOLD, STUDY_ITEMS, simulated_answers, write_study
+
+    folder = write_study(tmp_path / "study", max_gold_failures=1)
+    answers = simulated_answers()
+    _rate(folder, [(rater, item, score) for rater, mine in answers.items() for item, score in mine.items()])
+    raters = rater_table(folder).set_index("rater")
+    assert raters["excluded"].to_dict() == {"ann": False, "bob": False, "cat": False, "zed": True}
+    assert raters.loc["zed", "gold_failed"] == len(GOLD) and raters.loc["ann", "gold_failed"] == 0
+    rows = rating_rows(folder)
+    by = {(r["metric"], r["item"], r["hp.raters"]): r for _, r in rows.iterrows()}
+    assert by[("excluded_raters", "(all)", "all")].value == 1
+    # Independent reference: the study items' matrices built here, gold items left out.
+    study_ids = [f"s{i}:w{i}:1" for i in range(STUDY_ITEMS)]
+    everyone = np.array([[float(answers[r][i]) for i in study_ids] for r in ["ann", "bob", "cat", "zed"]])
+    kept = everyone[:3]
+    for subset, matrix in (("all", everyone), ("kept", kept)):
+        mos = by[("mean_opinion_score", "(all)", subset)]
+        assert mos.value == pytest.approx(matrix.mean(axis=0).mean()) and mos.n == STUDY_ITEMS
+        nouns = by[("mean_opinion_score", "NOUN", subset)]
+        assert nouns.value == pytest.approx(matrix[:, 0::2].mean(axis=0).mean())
+        alpha = by[("krippendorff_alpha", "(all)", subset)]
+        assert alpha.value == pytest.approx(ordinal_alpha(matrix)) and alpha.n == STUDY_ITEMS
+        assert alpha.ci_low <= alpha.value <= alpha.ci_high
+    assert by[("krippendorff_alpha", "(all)", "kept")].value > 0.8 > by[("krippendorff_alpha", "(all)", "all")].value
+    assert ("mean_opinion_score", "GOLD", "all") not in by  # gold items are checks, not data
+    table = ratings_table(folder)
+    assert len(table) == 4 * (STUDY_ITEMS + len(GOLD))
+    assert table[table["gold"] & (table["rater"] == "zed")]["gold_passed"].eq(False).all()
+    # The rule cannot be loosened after the study began.
+    document = json.loads((folder / "task.json").read_text())
+    document["exclusion"] = {"max_gold_failures": 4}
+    (folder / "task.json").write_text(json.dumps(document))
+    with pytest.raises(DataError, match="another study design"):
+        rating_rows(folder)
+
+
+def test_a_rater_within_the_rule_is_kept(tmp_path):
+    from harness.rating.results import rater_table
+
+    from .conftest import write_study
+
+    folder = write_study(tmp_path / "study", max_gold_failures=1)
+    _rate(folder, [("ann", "gold:match:0", "3"), ("ann", "gold:miss:0", "2"),  # one failure: allowed
+                   ("bob", "gold:match:0", "skip"), ("bob", "gold:miss:0", "5")])  # a skip fails too: two
+    assert rater_table(folder).set_index("rater")["excluded"].to_dict() == {"ann": False, "bob": True}

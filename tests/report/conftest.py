@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import REPO_ROOT
 from harness.data.prompts import PromptRecord, PromptSet
 from harness.store.rows import MetricResult, build_rows, write_rows
 from harness.store.samples import Sample, SampleStore, content_key
 
 HOSTILE_PROMPT = 'a dog <script>window.__pwned = 1</script> &amp; "couch" &lt;b&gt; <img src=x onerror=alert(1)>'
 SAMPLES_PER_RUN = 30
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_synthetic_sweep(root: Path, store_root: Path, samples: int = SAMPLES_PER_RUN,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -137,3 +138,66 @@ def test_a_missing_browser_skips_with_the_packages_named_but_fails_under_ci(monk
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true and the browser checks cannot run"):
         browser.require_browser()
+
+
+def _aggregate(method, metric, value, low=None, high=None, kind="quality", **hp):
+    return {"experiment": "e", "model": "m", "dataset": "d", "split": "test", "method": method, "seed": 0,
+            "level": "aggregate", "sample_id": None, "item": None, "metric": metric, "value": value, "ci_low": low,
+            "ci_high": high, "n": 10, "kind": kind, "definition": f"{metric} def", "source": "harness", **hp}
+
+
+def test_threshold_family_is_one_curve_and_counts_and_costs_get_no_bars():
+    rows = pd.DataFrame([
+        *[_aggregate("daam", f"miou@{t}", v) for t, v in [(0.2, 0.3), (0.4, 0.5), (0.6, 0.4)]],
+        *[_aggregate("oracle", f"miou@{t}", v) for t, v in [(0.2, 0.6), (0.4, 0.7), (0.6, 0.65)]],
+        _aggregate("daam", "fid", 30.0, 28.0, 32.0), _aggregate("oracle", "fid", 20.0, 19.0, 21.0),
+        _aggregate("daam", "absent_nouns", 3.0), _aggregate("oracle", "absent_nouns", 5.0),
+        _aggregate("daam", "seconds", 2.5, kind="cost"), _aggregate("oracle", "seconds", 4.5, kind="cost"),
+    ])
+    model = table_model(rows)
+    assert model["metrics"] == ["absent_nouns", "fid", "miou@τ", "seconds"]
+    daam = dict(zip(model["metrics"], model["rows"][0]["cells"]))
+    assert daam["miou@τ"]["text"] == "max 0.5 @0.4"
+    assert [p["text"] for p in daam["miou@τ"]["points"]] == ["0.3", "0.5", "0.4"]
+    # One y scale for the column (0.3 .. 0.7): daam's best (0.5) sits halfway up the 22-unit plot.
+    assert [d["y"] for d in daam["miou@τ"]["curve"]["dots"]] == [26.0, 15.0, 20.5]
+    assert daam["fid"]["bar"] is not None
+    assert daam["absent_nouns"]["bar"] is None and daam["seconds"]["bar"] is None
+    note = next(n for n in model["footnotes"] if n["metric"] == "miou@τ")
+    assert note["family"] and "0.2, 0.4, 0.6" in note["definition"]
+
+
+def test_sweep_plots_only_where_a_method_varies_and_legends_name_no_nan(tmp_path):
+    from harness.report.html import sweep_plots
+    from harness.report.plots import line_label
+
+    comparison = pd.DataFrame([_aggregate("daam", "miou", 0.4, 0.3, 0.5), _aggregate("oracle", "miou", 0.6, 0.5, 0.7),
+                               _aggregate("daam", "absent_nouns", 3.0), _aggregate("oracle", "absent_nouns", 5.0)])
+    assert sweep_plots("e", comparison, [], tmp_path, "p") == []  # a plain comparison: the table says it all
+    sweep = pd.DataFrame([
+        *[_aggregate("pag", "fid", 30 - s, 29 - s, 31 - s, **{"hp.pag_scale": s}) for s in (1.0, 2.0, 3.0)],
+        *[_aggregate("pag", "count", 4.0, **{"hp.pag_scale": s}) for s in (1.0, 2.0, 3.0)],
+        _aggregate("cfg", "fid", 25.0, 24.0, 26.0, **{"hp.pag_scale": float("nan")}),
+    ])
+    plots = sweep_plots("e", sweep, [], tmp_path, "p")
+    assert [(p["metric"], p["x"]) for p in plots] == [("fid", "pag_scale")]  # no plot of the count
+    assert (tmp_path / plots[0]["src"].split("/", 1)[1]).is_file()
+    assert line_label(["method", "hp.layers"], ("cfg", float("nan"))) == "method=cfg"
+    assert line_label(["method", "hp.layers"], ("pag", "mid")) == "method=pag, layers=mid"
+
+
+def test_truth_colours_are_the_same_word_on_every_card_and_named_in_the_legend():
+    from harness.report.html import word_masks_image
+
+    colours: dict[str, int] = {}
+    left, right = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    left[:, :2], right[:, 2:] = True, True
+    first_image, first = word_masks_image({"dog": left, "couch": right}, colours)
+    second_image, second = word_masks_image({"couch": left, "dog": right}, colours)
+    assert {e["name"]: e["colour"] for e in first} == {e["name"]: e["colour"] for e in second}
+    assert len({e["colour"] for e in first}) == 2
+    dog = next(e["colour"] for e in first if e["name"] == "dog")
+    def shown(image, x):
+        return "#" + "".join(f"{c:02x}" for c in image.getpixel((x, 0)))
+
+    assert shown(first_image, 0) == dog == shown(second_image, 3)

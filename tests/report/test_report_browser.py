@@ -4,12 +4,22 @@ results/screenshots/ (or $HARNESS_SCREENSHOTS)."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.report.browser import chromium, console_errors, require_browser, screenshot_dir
+from harness import REPO_ROOT
+from harness.report.browser import (
+    chromium,
+    console_errors,
+    load_milliseconds,
+    require_browser,
+    screenshot_dir,
+    text_layout,
+)
 from harness.report.html import build_report
 
 from .conftest import HOSTILE_PROMPT, SAMPLES_PER_RUN
@@ -107,3 +117,62 @@ def test_tablet_width_has_no_horizontal_overflow_in_the_gallery(driver, page):
         assert widths[0] <= widths[1] + 1
     finally:
         driver.set_window_size(1280, 900)
+
+
+def _demo_report() -> Path:
+    return Path(os.environ.get("HARNESS_DEMO_REPORT") or REPO_ROOT / "results" / "demo" / "report.html")
+
+
+def _check_layout(driver, url: str, name: str) -> dict:
+    """Open ``url`` at 1400 and 800 px: loaded (load event) within 3 s, no console error, no text
+    overlapping other text, no text clipped; every gallery page visited. Returns the last layout."""
+    layout = {}
+    for width in (1400, 800):
+        driver.set_window_size(width, 1000)
+        began = time.perf_counter()
+        driver.get(url)
+        wall = time.perf_counter() - began
+        assert load_milliseconds(driver) < 3000 and wall < 3.0, (width, load_milliseconds(driver), wall)
+        assert console_errors(driver) == []
+        pages = 0
+        while True:
+            layout = text_layout(driver)
+            assert layout["overlaps"] == [] and layout["clipped"] == [], (width, pages, layout)
+            following = [b for b in driver.find_elements("css selector", "[data-page=next]") if b.is_enabled()]
+            if not following or pages >= 3:
+                break
+            for button in following:
+                button.click()
+            pages += 1
+        driver.get(url)
+        driver.save_screenshot(str(screenshot_dir() / f"{name}_{width}.png"))
+    driver.set_window_size(1280, 900)
+    return layout
+
+
+def test_report_text_never_overlaps_at_1400_and_800_px(driver, page):
+    layout = _check_layout(driver, page.as_uri(), "report_layout")
+    assert layout["boxes"] > 100  # the check saw the page's text (table, captions, labels)
+
+
+def test_demo_report_loads_fast_without_overlapping_text(driver):
+    """The report of `make demo` (results/demo/report.html, or $HARNESS_DEMO_REPORT): run when it exists."""
+    demo = _demo_report()
+    if not demo.is_file():
+        pytest.skip(f"{demo} does not exist: run `make demo` (or set HARNESS_DEMO_REPORT) to check it")
+    _check_layout(driver, demo.as_uri(), "demo_report")
+
+
+def test_the_layout_check_sees_overlapping_and_clipped_text(driver, tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<!DOCTYPE html><html><body style="font: 15px sans-serif">'
+        '<div style="display: flex; width: 200px"><div style="flex: 0 0 60px; min-width: 60px">'
+        '<b>kmeans_dataset_hungarian</b></div><div style="flex: 0 0 60px"><b>kmeans_oracle_hungarian</b></div></div>'
+        '<div style="width: 50px; overflow: hidden; white-space: nowrap">a long predictor name</div>'
+        '<details><summary>closed</summary><p style="margin-top: -40px">hidden text</p></details>'
+        '</body></html>')
+    driver.get(page.as_uri())
+    layout = text_layout(driver)
+    assert [pair[:2] for pair in layout["overlaps"]] == [["kmeans_dataset_hungarian", "kmeans_oracle_hungarian"]]
+    assert layout["clipped"] == ["a long predictor name"]

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from harness import REPO_ROOT
 from harness.bench import torch_threads
 from harness.data.prompts import PromptRecord
 from harness.data.toy_sets import SCENE_CLASSES
 from harness.errors import MissingWeightsError
-from harness.metrics.overlap import confusion_matrix
+from harness.overlap import confusion_matrix
 from harness.store.samples import Sample
 from harness.toy.segmenter import (
     RETRAIN_COMMAND,
@@ -25,7 +25,7 @@ from harness.toy.segmenter import (
 from harness.toy.splits import scene_for_index
 from harness.toy.world import SHAPES, render_scene
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "toy" / "segmenter"
+WEIGHTS = REPO_ROOT / "weights" / "toy" / "segmenter"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from harness import REPO_ROOT
 from harness.toy.tokens import CONTEXT_LENGTH, encode
 from harness.toy.world import VOCABULARY
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "toy"
+WEIGHTS = REPO_ROOT / "weights" / "toy"
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import REPO_ROOT
 from harness.store.rows import MetricResult, build_rows, write_rows
 
 mlflow = pytest.importorskip("mlflow", reason="MLflow tracking is the optional extra 'tracking' (mlflow-skinny)")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_folder(path: Path) -> Path:

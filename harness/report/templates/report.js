@@ -57,15 +57,33 @@
       }
       return chosen;
     }
+    function legend(entries) {
+      var list = el("ul", {"class": "legend"});
+      entries.forEach(function (entry) {
+        var item = el("li");
+        var swatch = el("span", {"class": "swatch"});
+        swatch.style.backgroundColor = entry.colour;
+        item.appendChild(swatch);
+        item.appendChild(el("span", null, entry.name));
+        list.appendChild(item);
+      });
+      return list;
+    }
+    // One card per sample: the image once and the truth (with its class legend) in the first row,
+    // then one row per predictor: its name on a line of its own, its maps (one per word) and its mask.
     function buildCard(card, method, word) {
       var node = el("article", {"class": "card", "data-sample": card.sample, "data-dataset": card.dataset});
       node.appendChild(el("h4", null, card.dataset + " / " + card.sample));
       node.appendChild(el("p", {"class": "prompt"}, card.prompt));
+      var top = el("div", {"class": "tiles sample"});
+      if (card.image) { top.appendChild(tile(card.image, "image")); }
       if (card.truth) {
-        var truth = el("div", {"class": "tiles truth"});
-        truth.appendChild(tile(card.truth, card.truth_words.length ? "truth: " + card.truth_words.join(", ") : "ground truth"));
-        node.appendChild(truth);
+        var truth = tile(card.truth, "ground truth");
+        truth.classList.add("truth");
+        if (card.truth_legend.length) { truth.appendChild(legend(card.truth_legend)); }
+        top.appendChild(truth);
       }
+      if (top.childNodes.length) { node.appendChild(top); }
       var variants = el("div", {"class": "variants"});
       node.appendChild(variants);
       visibleVariants(card, method).forEach(function (variant) {
@@ -79,12 +97,12 @@
         }
         var tiles = el("div", {"class": "tiles"});
         if (variant.missing) { part.appendChild(el("div", {"class": "metrics"}, "sample not in the store")); }
-        if (variant.image) { tiles.appendChild(tile(variant.image, "image")); }
+        if (variant.image) { tiles.appendChild(tile(variant.image, "its image")); }
         variant.overlays.forEach(function (overlay) {
           if (!word || overlay.word === word) { tiles.appendChild(tile(overlay.src, overlay.word)); }
         });
-        if (variant.segmentation) { tiles.appendChild(tile(variant.segmentation, "segmentation")); }
-        part.appendChild(tiles);
+        if (variant.segmentation) { tiles.appendChild(tile(variant.segmentation, "mask")); }
+        if (tiles.childNodes.length) { part.appendChild(tiles); }
         variants.appendChild(part);
       });
       return node;

@@ -7,9 +7,9 @@ Render streams (scene `i` of a stream is a pure function of (stream, i)):
   compositions). Colour and texture are always spoken.
 - `unseen`: every scene has one group with a held-out composition, spoken in the caption
   (held-out *compositions*: no such phrase occurs in any training caption).
-- `judge_train`, `features_train`, `segmenter_train`: every composition; three disjoint streams
-  for the three instruments (the judge, the feature extractor, the supervised segmenter), none
-  of which is the diffusion model's.
+- `judge_train`, `features_train`, `segmenter_train`, `annotator_train`: every composition;
+  four disjoint streams for the instruments (the judge, the feature extractor, the supervised
+  segmenter baseline, the annotator), none of which is the diffusion model's.
 
 Evaluation splits of `seen` and `unseen`: `dev` (indices 1,000,000-1,099,999: every choice) and
 `test` (2,000,000-2,099,999: reported once per setting), sampled by `harness.toy.splits.eval_indices`
@@ -48,9 +48,10 @@ HELD_OUT: dict[str, tuple] = {
     "count_shape": HELD_OUT_COUNT_SHAPE,
 }
 
-STREAMS: tuple[str, ...] = ("train", "seen", "unseen", "judge_train", "features_train", "segmenter_train")
+STREAMS: tuple[str, ...] = ("train", "seen", "unseen", "judge_train", "features_train", "segmenter_train",
+                           "annotator_train")
 _STREAM_SEED = {"train": 21_000, "seen": 22_000, "unseen": 23_000, "judge_train": 24_000,
-                "features_train": 25_000, "segmenter_train": 26_000}
+                "features_train": 25_000, "segmenter_train": 26_000, "annotator_train": 27_000}
 
 
 def held_out_kinds(description: Description) -> list[str]:

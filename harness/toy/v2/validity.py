@@ -26,9 +26,8 @@ import numpy as np
 import pandas as pd
 
 from harness.clustering import kmeans_labels
-from harness.metrics.overlap import confusion_matrix
-from harness.metrics.stats import bootstrap_ci
-from harness.metrics.unsupervised_seg import per_image_matched_counts, scores_from_counts
+from harness.overlap import confusion_matrix, per_image_matched_counts, scores_from_counts
+from harness.stats import bootstrap_ci
 from harness.toy.splits import eval_indices
 from harness.toy.v2.splits import scene_for_index
 from harness.toy.v2.world import SHAPES, render_scene, semantic_labels
