@@ -236,8 +236,8 @@ def paired_kid(features: dict[str, dict[str, np.ndarray]], reference: str, real:
 def run_test(protocol: StudyProtocol, out_root: Path, extra: list[str] = ()) -> tuple[pd.DataFrame, str]:
     """Each guider once at its chosen value on the experiment's split; (aggregate rows, table markdown)."""
     from harness.metrics.feature_sets import reference_features
-    from harness.stats import paired_differences
     from harness.run import run_experiment
+    from harness.stats import paired_differences
 
     missing = [g for g in protocol.guiders if g not in protocol.chosen]
     if missing:

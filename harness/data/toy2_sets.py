@@ -47,6 +47,15 @@ def _scenes(dataset_cfg: Any, composition: str) -> list[tuple[int, Any]]:
     return [(index, scene_for_index(composition, index)) for index in indices]
 
 
+def _prompt_set(name: str, records: list[PromptRecord], dataset_cfg: Any, composition: str) -> PromptSet:
+    return validate_prompt_set(
+        PromptSet(name, records, builder=f"harness.data.toy2_sets:{name}",
+                  params={"composition": composition, "split": str(dataset_cfg.split), "size": len(records),
+                          "seed": int(dataset_cfg.seed)}),
+        f"dataset={name}",
+    )
+
+
 def scene_meta(scene: Any) -> dict[str, Any]:
     """What a v2 caption asks for, per group, as spoken (None where an attribute is unsaid)."""
     from harness.toy.v2.splits import scene_held_out_kinds
@@ -74,12 +83,7 @@ def build_toy2_gen(dataset_cfg: Any) -> PromptSet:
                            "scene": {"stream": composition, "index": index}})
         for index, scene in _scenes(dataset_cfg, composition)
     ]
-    return validate_prompt_set(
-        PromptSet("toy2_gen", records, builder="harness.data.toy2_sets:toy2_gen",
-                  params={"composition": composition, "split": str(dataset_cfg.split), "size": len(records),
-                          "seed": int(dataset_cfg.seed)}),
-        "dataset=toy2_gen",
-    )
+    return _prompt_set("toy2_gen", records, dataset_cfg, composition)
 
 
 def render_toy2_scene(stream: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +109,4 @@ def build_toy2_scenes(dataset_cfg: Any) -> PromptSet:
                            "num_classes": len(class_names), "class_names": class_names, "composition": composition})
         for index, scene in _scenes(dataset_cfg, composition)
     ]
-    return validate_prompt_set(
-        PromptSet("toy2_scenes", records, builder="harness.data.toy2_sets:toy2_scenes",
-                  params={"composition": composition, "split": str(dataset_cfg.split), "size": len(records),
-                          "seed": int(dataset_cfg.seed)}),
-        "dataset=toy2_scenes",
-    )
+    return _prompt_set("toy2_scenes", records, dataset_cfg, composition)

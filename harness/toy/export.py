@@ -23,20 +23,24 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from harness.errors import HarnessError
 from harness.models.clip_tokenizer import build_clip_tokenizer
-from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_SIZE, WORD_TO_ID, encode
+from harness.toy.tokens import BOS_ID, CONTEXT_LENGTH, EOS_ID, V1, TokenSpace
 from harness.toy.unet import load_ema_unet, sampling_scheduler
-from harness.toy.world import VOCABULARY
+
+#: Captions the export's round trip checks, per world (by vocabulary size).
+_CHECK_TEXTS = {
+    V1.vocab_size: ["a small red circle to the left of a blue star on a yellow background", "", "an orange heart"],
+}
 
 
-def toy_tokenizer() -> CLIPTokenizer:
-    """The CLIP-format tokenizer of the toy vocabulary (every word one token, 32-token context)."""
-    return build_clip_tokenizer(VOCABULARY, model_max_length=CONTEXT_LENGTH)
+def toy_tokenizer(tokens: TokenSpace = V1) -> CLIPTokenizer:
+    """The CLIP-format tokenizer of a toy vocabulary (every word one token, 32-token context)."""
+    return build_clip_tokenizer(tokens.vocabulary, model_max_length=CONTEXT_LENGTH)
 
 
-def _id_pairs(tokenizer: CLIPTokenizer) -> list[tuple[int, int]]:
+def _id_pairs(tokenizer: CLIPTokenizer, tokens: TokenSpace = V1) -> list[tuple[int, int]]:
     """(training id, tokenizer id) for the special tokens and every vocabulary word."""
     pairs = [(BOS_ID, tokenizer.bos_token_id), (EOS_ID, tokenizer.eos_token_id)]
-    for word, training_id in WORD_TO_ID.items():
+    for word, training_id in tokens.word_to_id.items():
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if len(ids) != 1:
             raise HarnessError(f"the toy tokenizer splits {word!r} into {ids}; every toy word must be one token")
@@ -46,7 +50,7 @@ def _id_pairs(tokenizer: CLIPTokenizer) -> list[tuple[int, int]]:
     return pairs
 
 
-def to_tokenizer_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def to_tokenizer_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, tokens: TokenSpace = V1) -> CLIPTextModel:
     """A copy of a training-id text encoder whose embedding rows follow `tokenizer`'s ids."""
     config = copy.deepcopy(text_encoder.config)
     config.vocab_size = len(tokenizer)
@@ -57,40 +61,42 @@ def to_tokenizer_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> C
     key = next(k for k in state if k.endswith("token_embedding.weight"))
     old = state.pop(key)
     new = old[2:].mean(dim=0, keepdim=True).repeat(len(tokenizer), 1)
-    for training_id, tokenizer_id in _id_pairs(tokenizer):
+    for training_id, tokenizer_id in _id_pairs(tokenizer, tokens):
         new[tokenizer_id] = old[training_id]
     state[key] = new
     exported.load_state_dict(state)
     return exported.eval()
 
 
-def to_training_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+def to_training_ids(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, tokens: TokenSpace = V1) -> CLIPTextModel:
     """The inverse of `to_tokenizer_ids`: a shipped encoder back in the training id space."""
     config = copy.deepcopy(text_encoder.config)
-    config.vocab_size = VOCAB_SIZE
+    config.vocab_size = tokens.vocab_size
     config.bos_token_id, config.eos_token_id, config.pad_token_id = BOS_ID, EOS_ID, EOS_ID
     restored = CLIPTextModel(config)
     state = text_encoder.state_dict()
     key = next(k for k in state if k.endswith("token_embedding.weight"))
     old = state.pop(key)
-    new = torch.zeros(VOCAB_SIZE, old.shape[1])
-    for training_id, tokenizer_id in _id_pairs(tokenizer):
+    new = torch.zeros(tokens.vocab_size, old.shape[1])
+    for training_id, tokenizer_id in _id_pairs(tokenizer, tokens):
         new[training_id] = old[tokenizer_id]
     state[key] = new
     restored.load_state_dict(state)
     return restored.eval()
 
 
-def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
-    """Write run_dir's autoencoder, text encoder and EMA UNet as a StableDiffusionPipeline folder."""
+def export_pipeline(run_dir: Path, out_dir: Path, tokens: TokenSpace = V1,
+                    check_texts: list[str] | None = None) -> StableDiffusionPipeline:
+    """Write run_dir's autoencoder, text encoder and EMA UNet as a StableDiffusionPipeline folder
+    (`tokens`: the world's token space; `check_texts`: captions of the round-trip check)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     # A decoder fine-tuned with the encoder frozen (autoencoder.finetune_decoder) decodes the same
     # latents better; use it when the run has one.
     vae_dir = run_dir / "vae_finetuned" if (run_dir / "vae_finetuned" / "config.json").exists() else run_dir / "vae"
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    tokenizer = toy_tokenizer()
+    tokenizer = toy_tokenizer(tokens)
     trained_encoder = CLIPTextModel.from_pretrained(run_dir / "text_encoder").eval()
-    text_encoder = to_tokenizer_ids(trained_encoder, tokenizer)
+    text_encoder = to_tokenizer_ids(trained_encoder, tokenizer, tokens)
     pipeline = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=load_ema_unet(run_dir),
         scheduler=sampling_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -99,11 +105,11 @@ def export_pipeline(run_dir: Path, out_dir: Path) -> StableDiffusionPipeline:
 
     # Check the round trip: the shipped tokenizer + encoder reproduce the training encoder.
     reloaded = StableDiffusionPipeline.from_pretrained(out_dir, safety_checker=None, requires_safety_checker=False)
-    texts = ["a small red circle to the left of a blue star on a yellow background", "", "an orange heart"]
+    texts = check_texts or _CHECK_TEXTS[tokens.vocab_size]
     with torch.no_grad():
         shipped = reloaded.text_encoder(reloaded.tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH,
                                                            return_tensors="pt").input_ids).last_hidden_state
-        trained = trained_encoder(input_ids=torch.from_numpy(np.stack([encode(t) for t in texts]))).last_hidden_state
+        trained = trained_encoder(input_ids=torch.from_numpy(np.stack([tokens.encode(t) for t in texts]))).last_hidden_state
     if not torch.allclose(shipped, trained, atol=1e-5):
         raise RuntimeError("exported text encoder does not reproduce the trained one")
     state_path = run_dir / "unet_checkpoint" / "state.json"
@@ -147,10 +153,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1", help="the toy world the run trained on")
     parser.add_argument("--earlier-runs", type=Path, nargs="*", default=[],
                         help="run folders this run continued from (--init-from), oldest first, for the loss curve")
     args = parser.parse_args(argv)
-    export_pipeline(args.run_dir, args.out_dir)
+    if args.world == "v2":
+        from harness.toy.v2.tokens import V2
+
+        export_pipeline(args.run_dir, args.out_dir, V2, ["three striped blue circles and a red ring on a gray background",
+                                                         "", "one large dotted orange crescent"])
+    else:
+        export_pipeline(args.run_dir, args.out_dir)
     write_loss_curve([*args.earlier_runs, args.run_dir], args.out_dir / "loss_curve.png")
     return 0
 

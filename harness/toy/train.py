@@ -49,6 +49,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=80_000, help="number of pre-rendered training scenes")
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--text-steps", type=int, default=250)
+    parser.add_argument("--vae-object-weight", type=float, default=4.0,
+                        help="world v2: weight of object pixels in the autoencoder's reconstruction loss")
     parser.add_argument("--padding-weight", type=float, default=1.0,
                         help="text-encoder pretraining: weight of the uninformative-padding loss (0 = off)")
     parser.add_argument("--unet-steps", type=int, default=6000, help="total UNet steps (a resumed run stops here too)")
@@ -148,7 +150,10 @@ def train_unet(args: argparse.Namespace, run_dir: Path, pool, vae: AutoencoderKL
         unet.load_state_dict(load_file(checkpoint / "unet.safetensors"))
         shadow = load_file(checkpoint / "ema_unet.safetensors")
         ema.shadow_params = [shadow[n].clone() for n, _ in unet.named_parameters()]
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        if (checkpoint / "optimizer.pt").exists():
+            optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        else:  # a checkpoint shipped without its optimizer state (kept small in the repository)
+            print("checkpoint has no optimizer state: fresh AdamW moments", flush=True)
         generator.set_state(load_file(checkpoint / "generator.safetensors")["torch_generator"])
         state = json.loads((checkpoint / "state.json").read_text())
         rng.bit_generator.state = state.pop("numpy_rng")
@@ -250,7 +255,8 @@ def _prepare_v2(args: argparse.Namespace, run_dir: Path):
 
     pool = load_or_render_pool_v2("train", args.pool_size, args.out_root / "data", workers=args.threads)
     if not (run_dir / "vae" / "diffusion_pytorch_model.safetensors").exists():
-        train_autoencoder(pool, run_dir / "vae", steps=args.vae_steps, seed=args.seed, build=build_autoencoder)
+        train_autoencoder(pool, run_dir / "vae", steps=args.vae_steps, seed=args.seed, build=build_autoencoder,
+                          object_weight=args.vae_object_weight)
     vae = AutoencoderKL.from_pretrained(run_dir / "vae").eval().requires_grad_(False)
     if not (run_dir / "text_encoder" / "model.safetensors").exists():
         pretrain_text_encoder_v2(pool, run_dir / "text_encoder", steps=args.text_steps, seed=args.seed,

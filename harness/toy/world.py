@@ -122,17 +122,18 @@ class Caption:
 # ----------------------------------------------------------------------------- vocabulary
 
 
-def check_prompt_words(text: str) -> list[str]:
-    """Split a prompt into words and check that each one is in the toy vocabulary.
+def check_prompt_words(text: str, vocabulary: tuple[str, ...] = VOCABULARY, model: str = "toy") -> list[str]:
+    """Split a prompt into words and check that each one is in the toy vocabulary (world v1's
+    unless another is given).
 
     Raises HarnessError naming the unknown words and listing the vocabulary.
     """
     words = text.lower().split()
-    unknown = sorted({w for w in words if w not in VOCABULARY})
+    unknown = sorted({w for w in words if w not in vocabulary})
     if unknown:
         raise HarnessError(
-            f"the toy model knows only its own vocabulary; unknown word(s) {unknown} in prompt {text!r}. "
-            f"Toy vocabulary: {' '.join(VOCABULARY)}"
+            f"the {model} model knows only its own vocabulary; unknown word(s) {unknown} in prompt {text!r}. "
+            f"Toy vocabulary: {' '.join(vocabulary)}"
         )
     return words
 

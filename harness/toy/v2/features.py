@@ -16,7 +16,6 @@ objects count): **d = 64** (`FEATURE_DIM`). FID on them needs N >= 2d = 128 imag
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,8 +34,10 @@ from harness.toy.v2.instrument_common import (
     degrade,
     instrument_pool,
     load_network,
+    start_training,
     to_tensor,
     train,
+    training_parser,
 )
 from harness.toy.v2.splits import scene_for_index
 from harness.toy.v2.world import OBJECT_COLOURS, SHAPES, TEXTURES, Scene, render_scene
@@ -140,25 +141,15 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     """Train the feature extractor on `features_train` renders (SimCLR) and save it."""
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.features", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/features"))
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=48)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--pool-size", type=int, default=3000)
-    parser.add_argument("--width", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = training_parser(NAME, __doc__, steps=300, batch_size=48, learning_rate=0.003, pool_size=3000, width=24, can_continue=False)
     parser.add_argument("--objective", choices=("simclr", "simclr+presence"), default="simclr",
                         help="SimCLR alone, or with an image-level head saying which shapes, colours and textures "
                              "are present (the head is dropped from the saved network)")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_training(args)
+    model = FeatureNet(args.width)
     pool = twin_pool(args.pool_size)
     presence = torch.from_numpy(presence_targets(instrument_pool("features_train", args.pool_size)))
-    model = FeatureNet(args.width)
     if args.objective == "simclr+presence":
         model.presence = nn.Linear(FEATURE_DIM, presence.shape[1])
 

@@ -12,6 +12,7 @@ renders (torchvision's are built and pretrained for photographs at hundreds of p
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
@@ -265,3 +266,37 @@ class UNet(nn.Module):
         for decoder, skip in zip(self.decoders, reversed(skips)):
             x = decoder(torch.cat([F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False), skip], 1))
         return self.head(x)
+
+
+def training_parser(name: str, doc: str | None, *, steps: int, batch_size: int, learning_rate: float, pool_size: int,
+                    width: int, can_continue: bool = True) -> argparse.ArgumentParser:
+    """The options every instrument's training command shares (`python -m harness.toy.v2.<name>`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m harness.toy.v2.{name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(f"weights/toy_v2/{name}"))
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--learning-rate", type=float, default=learning_rate)
+    parser.add_argument("--pool-size", type=int, default=pool_size)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    if can_continue:
+        parser.add_argument("--init", type=Path, default=None,
+                            help="continue from the weights in this folder (its training record is kept in config.json)")
+    return parser
+
+
+def start_training(args: argparse.Namespace) -> None:
+    """Threads and seed of a training run (before the network is built, so its init is seeded)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+
+def continue_from(args: argparse.Namespace, name: str, network_class: type, model: nn.Module) -> dict | None:
+    """With --init, load the earlier weights into `model` and return their training record."""
+    if getattr(args, "init", None) is None:
+        return None
+    previous = load_network(name, network_class, args.init)
+    model.load_state_dict(previous.state_dict())
+    return previous.config["training"]

@@ -14,7 +14,6 @@ rule (`RELATION_MARGIN`). It trains on the `judge_train` stream only.
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,10 @@ from harness.toy.v2.instrument_common import (
     gaussian_heatmap,
     instrument_pool,
     load_network,
+    start_training,
     to_tensor,
     train,
+    training_parser,
 )
 from harness.toy.v2.world import (
     BACKGROUND_COLOURS,
@@ -299,22 +300,12 @@ def loss(model: JudgeNet, images: torch.Tensor, target: dict[str, torch.Tensor])
 
 def main(argv: list[str] | None = None) -> int:
     """Train the judge on `judge_train` renders and save it."""
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.judge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/judge"))
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--batch-size", type=int, default=24)
-    parser.add_argument("--learning-rate", type=float, default=4e-3)
-    parser.add_argument("--pool-size", type=int, default=6000)
-    parser.add_argument("--width", type=int, default=24)
+    parser = training_parser(NAME, __doc__, steps=800, batch_size=24, learning_rate=0.004, pool_size=6000, width=24, can_continue=False)
     parser.add_argument("--texture-width", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    pool = instrument_pool("judge_train", args.pool_size)
+    start_training(args)
     model = JudgeNet(args.width, args.texture_width)
+    pool = instrument_pool("judge_train", args.pool_size)
 
     def batch_loss(step: int) -> torch.Tensor:
         rng, generator = batch_generators(args.seed, step)

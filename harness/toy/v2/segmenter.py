@@ -10,7 +10,6 @@ model's, on renders degraded like generations.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,15 @@ from harness.toy.v2.instrument_common import (
     SEMANTIC_CLASSES,
     UNet,
     batch_generators,
+    continue_from,
     degrade,
     instrument_pool,
     load_network,
     semantic_loss,
+    start_training,
     to_tensor,
     train,
+    training_parser,
 )
 from harness.toy.v2.world import IMAGE_SIZE
 
@@ -57,28 +59,12 @@ def segment(model: SegmenterNet, images_uint8: np.ndarray, batch_size: int = 64)
 
 def main(argv: list[str] | None = None) -> int:
     """Train the segmenter on `segmenter_train` renders and save it."""
-    parser = argparse.ArgumentParser(prog="python -m harness.toy.v2.segmenter", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("weights/toy_v2/segmenter"))
-    parser.add_argument("--steps", type=int, default=700)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=4e-3)
-    parser.add_argument("--pool-size", type=int, default=4000)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--init", type=Path, default=None,
-                        help="continue from the weights in this folder (its training record is kept in config.json)")
+    parser = training_parser(NAME, __doc__, steps=700, batch_size=16, learning_rate=0.004, pool_size=4000, width=16)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    pool = instrument_pool("segmenter_train", args.pool_size)
+    start_training(args)
     model = SegmenterNet(args.width)
-    earlier = None
-    if args.init is not None:
-        previous = load_network(NAME, SegmenterNet, args.init)
-        model.load_state_dict(previous.state_dict())
-        earlier = previous.config["training"]
+    earlier = continue_from(args, NAME, SegmenterNet, model)
+    pool = instrument_pool("segmenter_train", args.pool_size)
 
     def batch_loss(step: int) -> torch.Tensor:
         rng, generator = batch_generators(args.seed, step)

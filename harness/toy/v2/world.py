@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from harness.errors import HarnessError
+from harness.toy.world import Caption, article
+from harness.toy.world import check_prompt_words as check_words
 
 IMAGE_SIZE = 64
 SUPERSAMPLING = 4
@@ -158,25 +159,9 @@ class CaptionWord:
     group_index: int | None = None
 
 
-@dataclass
-class Caption:
-    text: str
-    words: list[CaptionWord] = field(default_factory=list)
-
-    def word_indices(self, role: str) -> list[int]:
-        return [i for i, w in enumerate(self.words) if w.role == role]
-
-
 def check_prompt_words(text: str) -> list[str]:
     """Split a prompt into words, each of which must be in the v2 vocabulary."""
-    words = text.lower().split()
-    unknown = sorted({w for w in words if w not in VOCABULARY})
-    if unknown:
-        raise HarnessError(
-            f"the toy v2 model knows only its own vocabulary; unknown word(s) {unknown} in prompt {text!r}. "
-            f"Vocabulary: {' '.join(VOCABULARY)}"
-        )
-    return words
+    return check_words(text, VOCABULARY, model="toy v2")
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -473,10 +458,6 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- captions
-
-
-def article(next_word: str) -> str:
-    return "an" if next_word[0] in "aeiou" else "a"
 
 
 def caption(scene: Scene) -> Caption:
