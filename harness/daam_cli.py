@@ -47,7 +47,7 @@ SHORTHANDS = {"scheduler": "model.scheduler", "steps": "generation.steps",
               "guidance_scale": "generation.guidance_scale", "height": "generation.height",
               "width": "generation.width", "negative_prompt": "generation.negative_prompt", "seed": "seed"}
 #: Default generation settings of the command (the reference ``daam`` command's).
-DEFAULTS = ["generation.steps=30", "generation.guidance_scale=7.5", "method.words_source=all", "figures=false"]
+DEFAULTS = ["generation.steps=30", "generation.guidance_scale=7.5", "figures=false"]
 _PLAIN = re.compile(r"[\w.*/:+-]+")
 
 
@@ -139,8 +139,12 @@ def daam_config(argv: list[str]) -> tuple[str, dict[str, Any], Any]:
     prompt, options, overrides, method_options = parse_args(argv)
     # which of the method's options are lists (``layers=up_blocks.*`` is a list of one), from its schema
     schema = OmegaConf.get_type(compose(overrides).method)
-    listed = {f.name for f in dataclasses.fields(schema) if "list" in str(f.type)} if schema else set()
+    fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
+    listed = {name for name, f in fields.items() if "list" in str(f.type)}
     overrides += [f"method.{key}={_value(text, key in listed)}" for key, text in method_options]
+    if "words_source" in fields and "words_source" not in dict(method_options) \
+            and not any(o.startswith("method.words_source=") for o in overrides):
+        overrides.append("method.words_source=all")  # default: every word of the prompt (DAAM's methods)
     return prompt, options, resolve_run_config(compose(overrides))
 
 

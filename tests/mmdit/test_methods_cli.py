@@ -104,7 +104,7 @@ def test_cli_daam_and_concept_attention_on_flux(folders, tmp_path, capsys):
     # the same seed gives the same image with and without the concept stream
     assert (np.asarray(_png(tmp_path / "daam" / "image.png")) == np.asarray(_png(tmp_path / "ca" / "image.png"))).all()
     assert main([*base, "method=concept_attention", f"out={tmp_path / 'x'}"]) == 2
-    assert "needs concepts" in capsys.readouterr().err
+    assert "give method.concepts=" in capsys.readouterr().err
 
 
 def _png(path):
