@@ -163,12 +163,7 @@ def trace_image(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str],
                           f"{type(pipeline).__name__} needs SDXL's added conditioning, which is not wired yet.")
     device = pipeline.unet.device
     dtype = pipeline.unet.dtype
-    if not timesteps:
-        raise ConfigError("image_timesteps is empty: give at least one timestep to noise the image to.")
-    steps_total = int(pipeline.scheduler.config.num_train_timesteps)
-    bad = [t for t in timesteps if not 0 <= int(t) < steps_total]
-    if bad:
-        raise ConfigError(f"image timesteps {bad} lie outside [0, {steps_total}).")
+    check_image_timesteps(pipeline, timesteps)
     pixels = np.stack([np.asarray(image, dtype=np.float32) / 127.5 - 1.0 for image in images])
     pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device=device, dtype=dtype)
     latents = pipeline.vae.encode(pixels).latent_dist.mean * pipeline.vae.config.scaling_factor
@@ -225,6 +220,16 @@ def joint_denoiser_call(pipeline: Any, latents: torch.Tensor, sigma: float, cont
 
 
 @torch.no_grad()
+def check_image_timesteps(pipeline: Any, timesteps: Sequence[int]) -> None:
+    """Given-image timesteps must be some, and each inside the scheduler's training range."""
+    if not timesteps:
+        raise ConfigError("image_timesteps is empty: give at least one timestep to noise the image to.")
+    steps_total = int(pipeline.scheduler.config.num_train_timesteps)
+    bad = [t for t in timesteps if not 0 <= int(t) < steps_total]
+    if bad:
+        raise ConfigError(f"image timesteps {bad} lie outside [0, {steps_total}).")
+
+
 def trace_image_joint(pipeline: Any, images: Sequence[np.ndarray], prompts: list[str], generators: list[torch.Generator],
                       *, timesteps: Sequence[int], options: dict[str, Any] | None = None,
                       concepts: torch.Tensor | None = None, concept_layers: Sequence[str] | None = None) -> JointAttentionTracer:
@@ -232,12 +237,7 @@ def trace_image_joint(pipeline: Any, images: Sequence[np.ndarray], prompts: list
     timestep in ``timesteps`` by the flow-matching forward process ``(1 - s) x + s noise`` with
     ``s = t / num_train_timesteps``, and passed once through the transformer with its caption
     (conditional branch only). The tracer's maps are summed over the timesteps."""
-    if not timesteps:
-        raise ConfigError("image_timesteps is empty: give at least one timestep to noise the image to.")
-    steps_total = int(pipeline.scheduler.config.num_train_timesteps)
-    bad = [t for t in timesteps if not 0 <= int(t) < steps_total]
-    if bad:
-        raise ConfigError(f"image timesteps {bad} lie outside [0, {steps_total}).")
+    check_image_timesteps(pipeline, timesteps)
     latents = encode_images_joint(pipeline, images)
     context, pooled = encode_prompts(pipeline, list(prompts), latents.device)
     axis = text_axis(pipeline, prompts)
@@ -246,7 +246,7 @@ def trace_image_joint(pipeline: Any, images: Sequence[np.ndarray], prompts: list
     with tracer:
         for timestep in timesteps:
             noise = torch.stack([torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators])
-            sigma = int(timestep) / steps_total
+            sigma = int(timestep) / int(pipeline.scheduler.config.num_train_timesteps)
             noisy = (1.0 - sigma) * latents + sigma * noise.to(latents)
             joint_denoiser_call(pipeline, noisy, sigma, context, pooled)
     return tracer
